@@ -1,0 +1,127 @@
+"""saddlemap: map the loss landscape of two-layer neural networks.
+
+Critical points, their reduction to minimal width, their embedding into wider networks, the
+branches of the critical set and which of them are saddles (Zhang, Zhang & Luo,
+arXiv:2405.17501).  Submodules are imported on first use, so ``import saddlemap`` (and the
+command line's ``--version``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .activations import (
+        Activation,
+        Symmetry,
+        available_activations,
+        custom_activation,
+        get_activation,
+        leaky_relu,
+        register_activation,
+    )
+    from .autodiff import (
+        gradient_autodiff,
+        hessian_autodiff,
+        hvp_autodiff,
+        jacobian_autodiff,
+        loss_autodiff,
+        loss_function,
+        output_function,
+    )
+    from .data import Dataset
+    from .derivatives import (
+        HessianOperator,
+        ResidualFunction,
+        gradient,
+        hessian,
+        hessian_operator,
+        hvp,
+        jacobian,
+        loss,
+        residual_function,
+        residuals,
+    )
+    from .errors import ActivationError, DataError, LossError, ModelError, SaddlemapError
+    from .losses import (
+        BinaryCrossEntropy,
+        CrossEntropy,
+        Loss,
+        SquaredLoss,
+        available_losses,
+        get_loss,
+        register_loss,
+    )
+    from .network import ParamLayout, TwoLayerNet
+    from .spectrum import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
+
+# The public API, grouped; each name maps to the submodule that defines it.
+_GROUPS: dict[str, dict[str, list[str]]] = {
+    "networks and data": {
+        "network": ["TwoLayerNet", "ParamLayout"],
+        "data": ["Dataset"],
+    },
+    "activations": {
+        "activations": [
+            "Activation", "Symmetry", "get_activation", "custom_activation",
+            "register_activation", "available_activations", "leaky_relu",
+        ],
+    },
+    "losses": {
+        "losses": [
+            "Loss", "SquaredLoss", "CrossEntropy", "BinaryCrossEntropy", "get_loss",
+            "register_loss", "available_losses",
+        ],
+    },
+    "derivatives": {
+        "derivatives": [
+            "loss", "residuals", "gradient", "jacobian", "hvp", "hessian", "hessian_operator",
+            "HessianOperator", "residual_function", "ResidualFunction",
+        ],
+    },
+    "autodiff reference": {
+        "autodiff": [
+            "loss_function", "output_function", "loss_autodiff", "gradient_autodiff",
+            "jacobian_autodiff", "hvp_autodiff", "hessian_autodiff",
+        ],
+    },
+    "spectrum": {
+        "spectrum": ["spectrum", "Spectrum", "Inertia", "dense_spectrum", "lanczos_spectrum"],
+    },
+    "errors": {
+        "errors": ["SaddlemapError", "DataError", "ActivationError", "LossError", "ModelError"],
+    },
+}
+
+_WHERE = {name: mod for group in _GROUPS.values() for mod, names in group.items() for name in names}
+
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'saddlemap' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    # Importing a submodule sets it as an attribute of the package; where a submodule shares
+    # its name with a public function (``spectrum``), keep the function reachable instead.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _Package

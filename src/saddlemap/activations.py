@@ -1,0 +1,311 @@
+"""Activations σ with their first two derivatives and symmetry class.
+
+The theory (Zhang, Zhang & Luo, arXiv:2405.17501) needs σ real-analytic and not a
+polynomial, and its statements about minimal width depend on which linear identities the
+neurons σ(wᵀx) satisfy.  Each :class:`Activation` therefore carries σ, σ', σ'' in closed
+form and a :class:`Symmetry` class:
+
+* ``GENERIC``: distinct weights give linearly independent neurons (exp),
+* ``ODD``: σ(−z) = −σ(z), so (a, w) ≡ (−a, −w) (tanh, erf, sin),
+* ``ODD_PLUS_CONSTANT``: σ(z) + σ(−z) = 2σ(0) (sigmoid),
+* ``ODD_PART_LINEAR``: σ(z) − σ(−z) = z (softplus, GELU, SiLU),
+* ``POLYNOMIAL``: a finite span, outside the theory (identity),
+* ``NON_ANALYTIC``: piecewise linear, σ'' = 0 almost everywhere (ReLU, leaky ReLU).
+
+>>> import torch
+>>> act = get_activation("tanh")
+>>> z = torch.tensor([0.3], dtype=torch.float64)
+>>> bool(torch.allclose(act.d1(z), 1 - torch.tanh(z) ** 2))
+True
+>>> act.symmetry.name
+'ODD'
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ActivationError
+
+__all__ = [
+    "Activation",
+    "Symmetry",
+    "available_activations",
+    "custom_activation",
+    "get_activation",
+    "leaky_relu",
+    "register_activation",
+]
+
+Elementwise = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Symmetry(enum.Enum):
+    """Linear identities among neurons σ(wᵀx) (THEORY §3)."""
+
+    GENERIC = "generic"
+    ODD = "odd"
+    ODD_PLUS_CONSTANT = "odd_plus_constant"
+    ODD_PART_LINEAR = "odd_part_linear"
+    POLYNOMIAL = "polynomial"
+    NON_ANALYTIC = "non_analytic"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation with σ, σ', σ'' and its symmetry class.
+
+    Attributes:
+        name: registry name (``"tanh"``, ...); a custom activation keeps the name it was given.
+        fn: σ, elementwise on a tensor.
+        d1: σ', elementwise.
+        d2: σ'', elementwise.
+        symmetry: the :class:`Symmetry` class.
+        analytic: False for ReLU-type activations; results on them hold only off the kinks.
+        torch_module: name of the ``torch.nn`` module class that computes σ, if any.
+        params: extra parameters (the slope of leaky ReLU), part of the identity.
+    """
+
+    name: str
+    fn: Elementwise = field(compare=False, repr=False)
+    d1: Elementwise = field(compare=False, repr=False)
+    d2: Elementwise = field(compare=False, repr=False)
+    symmetry: Symmetry = Symmetry.GENERIC
+    analytic: bool = True
+    torch_module: str | None = field(default=None, compare=False)
+    params: tuple[tuple[str, float], ...] = ()
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Evaluate σ(z)."""
+        return self.fn(z)
+
+    @property
+    def zero_at_origin(self) -> bool:
+        """Whether σ(0) = 0, i.e. a neuron with w = 0 is the zero function."""
+        return float(self.fn(torch.zeros(1, dtype=torch.float64))[0]) == 0.0
+
+    @property
+    def in_theory(self) -> bool:
+        """Whether σ is real-analytic and not a polynomial, as the theory assumes."""
+        return self.analytic and self.symmetry is not Symmetry.POLYNOMIAL
+
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def _normal_pdf(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * z * z) / _SQRT_2PI
+
+
+def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.special.erf(z / math.sqrt(2.0)))
+
+
+def _tanh_d1(z: torch.Tensor) -> torch.Tensor:
+    t = torch.tanh(z)
+    return 1.0 - t * t
+
+
+def _tanh_d2(z: torch.Tensor) -> torch.Tensor:
+    t = torch.tanh(z)
+    return -2.0 * t * (1.0 - t * t)
+
+
+def _sigmoid_d1(z: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s * (1.0 - s)
+
+
+def _sigmoid_d2(z: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s * (1.0 - s) * (1.0 - 2.0 * s)
+
+
+def _softplus(z: torch.Tensor) -> torch.Tensor:
+    # logaddexp is exact everywhere; torch's softplus switches to z above a threshold.
+    return torch.logaddexp(z, torch.zeros_like(z))
+
+
+def _gelu(z: torch.Tensor) -> torch.Tensor:
+    return z * _normal_cdf(z)
+
+
+def _gelu_d1(z: torch.Tensor) -> torch.Tensor:
+    return _normal_cdf(z) + z * _normal_pdf(z)
+
+
+def _gelu_d2(z: torch.Tensor) -> torch.Tensor:
+    return _normal_pdf(z) * (2.0 - z * z)
+
+
+def _silu(z: torch.Tensor) -> torch.Tensor:
+    return z * torch.sigmoid(z)
+
+
+def _silu_d1(z: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s + z * s * (1.0 - s)
+
+
+def _silu_d2(z: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+
+
+def _erf_d1(z: torch.Tensor) -> torch.Tensor:
+    return _TWO_OVER_SQRT_PI * torch.exp(-z * z)
+
+
+def _erf_d2(z: torch.Tensor) -> torch.Tensor:
+    return -2.0 * z * _erf_d1(z)
+
+
+def _neg_sin(z: torch.Tensor) -> torch.Tensor:
+    return -torch.sin(z)
+
+
+def _one(z: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(z)
+
+
+def _zero(z: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(z)
+
+
+def _relu_d1(z: torch.Tensor) -> torch.Tensor:
+    return (z > 0).to(z.dtype)
+
+
+def _identity(z: torch.Tensor) -> torch.Tensor:
+    return z
+
+
+def leaky_relu(negative_slope: float = 0.01) -> Activation:
+    """Leaky ReLU σ(z) = max(z, αz) with slope α on the negative side (non-analytic).
+
+    >>> leaky_relu(0.2).params
+    (('negative_slope', 0.2),)
+    """
+    alpha = float(negative_slope)
+
+    def fn(z: torch.Tensor) -> torch.Tensor:
+        return torch.where(z > 0, z, alpha * z)
+
+    def d1(z: torch.Tensor) -> torch.Tensor:
+        return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, alpha))
+
+    return Activation(
+        "leaky_relu", fn, d1, _zero, Symmetry.NON_ANALYTIC, analytic=False,
+        torch_module="LeakyReLU", params=(("negative_slope", alpha),),
+    )
+
+
+_REGISTRY: dict[str, Activation] = {}
+
+
+def register_activation(activation: Activation, *aliases: str) -> Activation:
+    """Add an activation to the registry under its name and any aliases; returns it."""
+    for key in (activation.name, *aliases):
+        _REGISTRY[key.lower()] = activation
+    return activation
+
+
+for _act, _aliases in [
+    (Activation("tanh", torch.tanh, _tanh_d1, _tanh_d2, Symmetry.ODD, torch_module="Tanh"), ()),
+    (Activation("sigmoid", torch.sigmoid, _sigmoid_d1, _sigmoid_d2, Symmetry.ODD_PLUS_CONSTANT,
+                torch_module="Sigmoid"), ("logistic",)),
+    (Activation("softplus", _softplus, torch.sigmoid, _sigmoid_d1, Symmetry.ODD_PART_LINEAR,
+                torch_module="Softplus"), ()),
+    (Activation("gelu", _gelu, _gelu_d1, _gelu_d2, Symmetry.ODD_PART_LINEAR,
+                torch_module="GELU"), ()),
+    (Activation("silu", _silu, _silu_d1, _silu_d2, Symmetry.ODD_PART_LINEAR,
+                torch_module="SiLU"), ("swish",)),
+    (Activation("erf", torch.special.erf, _erf_d1, _erf_d2, Symmetry.ODD), ()),
+    (Activation("sin", torch.sin, torch.cos, _neg_sin, Symmetry.ODD), ()),
+    (Activation("exp", torch.exp, torch.exp, torch.exp, Symmetry.GENERIC), ()),
+    (Activation("identity", _identity, _one, _zero, Symmetry.POLYNOMIAL,
+                torch_module="Identity"), ("linear",)),
+    (Activation("relu", torch.relu, _relu_d1, _zero, Symmetry.NON_ANALYTIC, analytic=False,
+                torch_module="ReLU"), ()),
+    (leaky_relu(), ()),
+]:
+    register_activation(_act, *_aliases)
+
+
+def available_activations() -> list[str]:
+    """Names of the registered activations (aliases included), sorted.
+
+    >>> "tanh" in available_activations()
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def get_activation(activation: str | Activation) -> Activation:
+    """Look an activation up by name (case-insensitive), or pass an :class:`Activation` through.
+
+    >>> get_activation("Logistic").name
+    'sigmoid'
+    """
+    if isinstance(activation, Activation):
+        return activation
+    if not isinstance(activation, str):
+        raise ActivationError(
+            f"activation must be a name or an Activation, got {type(activation).__name__}"
+        )
+    try:
+        return _REGISTRY[activation.lower()]
+    except KeyError:
+        known = ", ".join(available_activations())
+        raise ActivationError(f"unknown activation {activation!r}; known: {known}") from None
+
+
+def _autodiff_derivative(f: Elementwise) -> Elementwise:
+    # σ is elementwise, so a JVP with a tangent of ones gives σ' at every entry at once.
+    def derivative(z: torch.Tensor) -> torch.Tensor:
+        return torch.func.jvp(f, (z,), (torch.ones_like(z),))[1]
+
+    return derivative
+
+
+def custom_activation(
+    name: str,
+    fn: Elementwise,
+    d1: Elementwise | None = None,
+    d2: Elementwise | None = None,
+    symmetry: Symmetry | str = Symmetry.GENERIC,
+    analytic: bool = True,
+) -> Activation:
+    """Build an activation from σ, taking σ' and σ'' from autodiff where not given.
+
+    ``fn`` must be written with torch operations so that ``torch.func`` can differentiate it.
+    The symmetry class is the caller's claim; nothing checks it.
+
+    >>> import torch
+    >>> act = custom_activation("cube_tanh", lambda z: torch.tanh(z) ** 3, symmetry="odd")
+    >>> z = torch.tensor([0.2, -1.0], dtype=torch.float64)
+    >>> t = torch.tanh(z)
+    >>> bool(torch.allclose(act.d1(z), 3 * t**2 * (1 - t**2)))
+    True
+    """
+    sym = Symmetry(symmetry) if isinstance(symmetry, str) else symmetry
+    first = d1 if d1 is not None else _autodiff_derivative(fn)
+    second = d2 if d2 is not None else _autodiff_derivative(first)
+    try:
+        probe = torch.linspace(-2.0, 2.0, 5, dtype=torch.float64)
+        values = [f(probe) for f in (fn, first, second)]
+    except Exception as exc:
+        raise ActivationError(f"activation {name!r} cannot be evaluated: {exc}") from exc
+    for label, value in zip(("σ", "σ'", "σ''"), values, strict=True):
+        if value.shape != probe.shape:
+            raise ActivationError(
+                f"activation {name!r}: {label} is not elementwise "
+                f"(shape {tuple(value.shape)} for input {tuple(probe.shape)})"
+            )
+    return Activation(name, fn, first, second, sym, analytic=analytic)

@@ -1,0 +1,228 @@
+"""Per-sample losses ℓ(g, y) with their gradient ∇_g ℓ and Hessian ∇²_g ℓ.
+
+The empirical risk is R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i) (THEORY §1).  A loss sees outputs
+``g`` of shape (n, K) and targets ``t`` of shape (n, K) (as :meth:`Loss.targets` prepares
+them from user labels) and returns per-sample values (n,), gradients (n, K) and Hessians
+(n, K, K).  To add a loss, subclass :class:`Loss` and :func:`register_loss` an instance.
+
+>>> import torch
+>>> g = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+>>> t = torch.tensor([[0.0], [0.0]], dtype=torch.float64)
+>>> SquaredLoss().value(g, t).tolist()
+[0.5, 2.0]
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from .errors import DataError, LossError
+
+__all__ = [
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Loss",
+    "SquaredLoss",
+    "available_losses",
+    "get_loss",
+    "register_loss",
+]
+
+
+class Loss(abc.ABC):
+    """A C² per-sample loss; subclasses give ℓ, ∇ℓ, ∇²ℓ in closed form."""
+
+    name: str = "loss"
+    #: True when ∇²ℓ = I for every sample: the Gauss–Newton term is then JᵀJ/n.
+    identity_curvature: bool = False
+
+    @abc.abstractmethod
+    def value(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss ℓ(g_i, t_i), shape (n,)."""
+
+    @abc.abstractmethod
+    def grad(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample gradient ∇_g ℓ, shape (n, K)."""
+
+    @abc.abstractmethod
+    def hess(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample Hessian ∇²_g ℓ, shape (n, K, K)."""
+
+    def hess_apply(self, g: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Per-sample product ∇²_g ℓ · v_i for v of shape (..., n, K)."""
+        return torch.einsum("nij,...nj->...ni", self.hess(g, t), v)
+
+    @abc.abstractmethod
+    def targets(self, y: torch.Tensor, num_outputs: int | None = None) -> torch.Tensor:
+        """Validate user targets and return them as an (n, K) floating tensor."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _as_columns(y: torch.Tensor) -> torch.Tensor:
+    if y.ndim == 1:
+        return y.unsqueeze(1)
+    if y.ndim != 2:
+        raise DataError(f"y must have shape (n,) or (n, K), got {tuple(y.shape)}")
+    return y
+
+
+class SquaredLoss(Loss):
+    """ℓ(g, y) = ½‖g − y‖², so R = (1/2n) Σ‖g − y‖² (THEORY §1)."""
+
+    name = "mse"
+    identity_curvature = True
+
+    def value(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return 0.5 * ((g - t) ** 2).sum(-1)
+
+    def grad(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return g - t
+
+    def hess(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+        return eye.expand(g.shape[0], -1, -1)
+
+    def hess_apply(  # noqa: D102
+        self, g: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        return v
+
+    def targets(  # noqa: D102
+        self, y: torch.Tensor, num_outputs: int | None = None
+    ) -> torch.Tensor:
+        if not (y.is_floating_point() or y.dtype in _INTEGER_DTYPES):
+            raise DataError(f"y for the squared loss must be real numbers, got dtype {y.dtype}")
+        t = _as_columns(y)
+        if num_outputs is not None and t.shape[1] != num_outputs:
+            raise DataError(f"y has {t.shape[1]} output columns but the network has {num_outputs}")
+        return t
+
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy ℓ(g, t) = logsumexp(g) − tᵀg for a probability vector t.
+
+    ∇ℓ = p − t and ∇²ℓ = diag(p) − ppᵀ with p = softmax(g).  Targets are class labels
+    (integers in [0, K)) or rows of probabilities.
+    """
+
+    name = "cross_entropy"
+
+    def value(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.logsumexp(g, dim=-1) - (t * g).sum(-1)
+
+    def grad(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.softmax(g, dim=-1) - t
+
+    def hess(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        p = torch.softmax(g, dim=-1)
+        return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+
+    def hess_apply(  # noqa: D102
+        self, g: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        p = torch.softmax(g, dim=-1)
+        return p * v - p * (p * v).sum(-1, keepdim=True)
+
+    def targets(  # noqa: D102
+        self, y: torch.Tensor, num_outputs: int | None = None
+    ) -> torch.Tensor:
+        if y.dtype in _INTEGER_DTYPES or y.dtype == torch.bool:
+            if y.ndim != 1:
+                raise DataError(f"class labels must have shape (n,), got {tuple(y.shape)}")
+            if y.numel() and int(y.min()) < 0:
+                raise DataError(f"class labels must be ≥ 0, got {int(y.min())}")
+            k = num_outputs if num_outputs is not None else int(y.max()) + 1 if y.numel() else 0
+            if y.numel() and int(y.max()) >= k:
+                raise DataError(f"class label {int(y.max())} is out of range for {k} outputs")
+            if k < 2:
+                raise DataError("cross-entropy needs at least 2 classes")
+            return torch.nn.functional.one_hot(y.long(), k).to(torch.float64)
+        if not y.is_floating_point() or y.ndim != 2:
+            raise DataError(
+                "cross-entropy targets must be integer labels of shape (n,) or "
+                f"probability rows of shape (n, K); got dtype {y.dtype}, shape {tuple(y.shape)}"
+            )
+        if num_outputs is not None and y.shape[1] != num_outputs:
+            raise DataError(f"y has {y.shape[1]} classes but the network has {num_outputs}")
+        if bool((y < 0).any()) or not torch.allclose(y.sum(1), torch.ones_like(y[:, 0])):
+            raise DataError("cross-entropy probability targets must be ≥ 0 with rows summing to 1")
+        return y
+
+
+class BinaryCrossEntropy(Loss):
+    """Logistic loss on one output: ℓ(g, y) = log(1 + eᵍ) − y g, y ∈ [0, 1].
+
+    ∇ℓ = s − y and ∇²ℓ = s(1 − s) with s = sigmoid(g).
+    """
+
+    name = "binary_cross_entropy"
+
+    def value(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return (torch.logaddexp(g, torch.zeros_like(g)) - t * g).sum(-1)
+
+    def grad(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.sigmoid(g) - t
+
+    def hess(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        s = torch.sigmoid(g)
+        return (s * (1 - s)).unsqueeze(-1)
+
+    def hess_apply(  # noqa: D102
+        self, g: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        s = torch.sigmoid(g)
+        return s * (1 - s) * v
+
+    def targets(  # noqa: D102
+        self, y: torch.Tensor, num_outputs: int | None = None
+    ) -> torch.Tensor:
+        t = _as_columns(y).to(torch.float64)
+        if t.shape[1] != 1 or (num_outputs is not None and num_outputs != 1):
+            raise DataError("binary cross-entropy needs one output column")
+        if bool(((t < 0) | (t > 1)).any()):
+            raise DataError("binary cross-entropy targets must lie in [0, 1]")
+        return t
+
+
+_LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(loss: Loss, *aliases: str) -> Loss:
+    """Add a loss instance to the registry under its name and any aliases; returns it."""
+    for key in (loss.name, *aliases):
+        _LOSSES[key.lower()] = loss
+    return loss
+
+
+register_loss(SquaredLoss(), "squared", "l2")
+register_loss(CrossEntropy(), "ce", "softmax_cross_entropy")
+register_loss(BinaryCrossEntropy(), "bce", "logistic")
+
+
+def available_losses() -> list[str]:
+    """Names of the registered losses (aliases included), sorted."""
+    return sorted(_LOSSES)
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """Look a loss up by name (case-insensitive), or pass a :class:`Loss` through.
+
+    >>> get_loss("ce").name
+    'cross_entropy'
+    """
+    if isinstance(loss, Loss):
+        return loss
+    if not isinstance(loss, str):
+        raise LossError(f"loss must be a name or a Loss, got {type(loss).__name__}")
+    try:
+        return _LOSSES[loss.lower()]
+    except KeyError:
+        known = ", ".join(available_losses())
+        raise LossError(f"unknown loss {loss!r}; known: {known}") from None

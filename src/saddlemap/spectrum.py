@@ -1,0 +1,254 @@
+"""Hessian spectra: all eigenvalues (dense) or the extreme ones (Lanczos, matrix-free).
+
+Every spectrum reports its evidence: eigen-residuals ‖Hv − λv‖, converged flags, the
+number of Hessian-vector products, and the inertia (n₊, n₀, n₋) together with the zero
+tolerance used, which is relative to the largest eigenvalue magnitude (THEORY §10.5).
+
+>>> from saddlemap import Dataset, TwoLayerNet
+>>> net = TwoLayerNet([0.610515537972], [[1.433931221329]], activation="tanh")
+>>> data = Dataset([[-2.0], [-1.0], [-0.5], [0.5], [1.0], [2.0]], [-1, -1, 0, 0.5, 0.5, 0])
+>>> spec = spectrum(net, data)
+>>> spec.inertia
+Inertia(positive=2, zero=0, negative=0)
+>>> [round(float(x), 9) for x in spec.eigenvalues]
+[0.01597859, 0.729966637]
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+from .data import Dataset
+from .derivatives import HessianOperator, hessian, hessian_operator
+from .network import TwoLayerNet
+
+__all__ = [
+    "Inertia",
+    "Spectrum",
+    "dense_spectrum",
+    "inertia",
+    "lanczos_spectrum",
+    "spectrum",
+]
+
+Which = Literal["both", "smallest", "largest"]
+
+#: Above this many parameters ``spectrum(method="auto")`` goes matrix-free.
+DENSE_LIMIT = 3000
+
+
+class Inertia(NamedTuple):
+    """Counts of positive, zero and negative eigenvalues."""
+
+    positive: int
+    zero: int
+    negative: int
+
+
+def default_zero_rtol(dtype: torch.dtype | np.dtype) -> float:
+    """√ε of the dtype: eigenvalues below √ε · max|λ| count as zero."""
+    eps = torch.finfo(dtype).eps if isinstance(dtype, torch.dtype) else np.finfo(dtype).eps
+    return float(np.sqrt(eps))
+
+
+def inertia(eigenvalues: np.ndarray, zero_tol: float) -> Inertia:
+    """Inertia of a complete set of eigenvalues with an absolute zero tolerance.
+
+    >>> inertia(np.array([-1.0, 1e-12, 2.0]), zero_tol=1e-9)
+    Inertia(positive=1, zero=1, negative=1)
+    """
+    lam = np.asarray(eigenvalues)
+    return Inertia(
+        int((lam > zero_tol).sum()), int((np.abs(lam) <= zero_tol).sum()),
+        int((lam < -zero_tol).sum()),
+    )
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Eigenvalues (ascending) with eigenvectors and their evidence.
+
+    Attributes:
+        eigenvalues: the computed eigenvalues, ascending, shape (k,).
+        eigenvectors: unit eigenvectors as columns, shape (P, k), or None.
+        residuals: ‖Hv − λv‖ for each returned pair (NaN where no vector was kept).
+        converged: whether each pair met the tolerance.
+        method: ``"dense"`` or ``"lanczos"``.
+        num_params: P, the size of the Hessian.
+        scale: max |λ| over all eigenvalues the method saw: the reference for "zero".
+        zero_rtol: relative zero tolerance; ``zero_tol = zero_rtol * scale``.
+        inertia: (n₊, n₀, n₋) when the whole spectrum was computed, else None.
+        num_matvecs: Hessian-vector products used (0 for dense).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray | None
+    residuals: np.ndarray
+    converged: np.ndarray
+    method: str
+    num_params: int
+    scale: float
+    zero_rtol: float
+    inertia: Inertia | None
+    num_matvecs: int = 0
+
+    @property
+    def zero_tol(self) -> float:
+        """Absolute tolerance under which an eigenvalue counts as zero."""
+        return self.zero_rtol * self.scale
+
+    @property
+    def min(self) -> float:
+        """The smallest computed eigenvalue."""
+        return float(self.eigenvalues[0])
+
+    @property
+    def max(self) -> float:
+        """The largest computed eigenvalue."""
+        return float(self.eigenvalues[-1])
+
+    @property
+    def complete(self) -> bool:
+        """Whether the inertia is known (the whole spectrum was computed)."""
+        return self.inertia is not None
+
+    def summary(self) -> str:
+        """One line: extremes, inertia and tolerance."""
+        inert = (
+            f"inertia (+{self.inertia.positive}, 0×{self.inertia.zero}, -{self.inertia.negative})"
+            if self.inertia is not None else "inertia unknown (partial spectrum)"
+        )
+        return (
+            f"{self.method} spectrum of P={self.num_params}: λ_min={self.min:.6g}, "
+            f"λ_max={self.max:.6g}, {inert}, zero tol {self.zero_tol:.2g} "
+            f"(= {self.zero_rtol:.1g} × {self.scale:.3g})"
+        )
+
+
+def _select(n: int, k: int | None, which: Which) -> np.ndarray:
+    if k is None or (2 * k >= n and which == "both") or k >= n:
+        return np.arange(n)
+    if which == "smallest":
+        return np.arange(k)
+    if which == "largest":
+        return np.arange(n - k, n)
+    return np.concatenate([np.arange(k), np.arange(n - k, n)])
+
+
+def dense_spectrum(
+    H: torch.Tensor | np.ndarray,
+    k: int | None = None,
+    which: Which = "both",
+    zero_rtol: float | None = None,
+) -> Spectrum:
+    """All eigenvalues of a symmetric matrix by ``eigh``; keep the k extreme pairs if asked.
+
+    The inertia always comes from the whole spectrum.
+    """
+    Ht = torch.as_tensor(H)
+    lam, vecs = torch.linalg.eigh(Ht)
+    rtol = default_zero_rtol(Ht.dtype) if zero_rtol is None else zero_rtol
+    scale = float(lam.abs().max()) if lam.numel() else 0.0
+    keep = torch.as_tensor(_select(lam.numel(), k, which), device=lam.device)
+    lam_k, vecs_k = lam[keep], vecs[:, keep]
+    res = torch.linalg.vector_norm(Ht @ vecs_k - vecs_k * lam_k, dim=0)
+    lam_np = lam.cpu().numpy()
+    res_np = res.cpu().numpy()
+    # eigh is backward stable: residuals are a few ε‖H‖; more means a broken input.
+    ok = res_np <= 1e3 * np.sqrt(lam_np.size) * np.finfo(lam_np.dtype).eps * max(scale, 1e-300)
+    return Spectrum(
+        lam_k.cpu().numpy(), vecs_k.cpu().numpy(), res_np, ok, "dense", int(Ht.shape[0]),
+        scale, rtol, inertia(lam_np, rtol * scale),
+    )
+
+
+def _eigsh_end(
+    op: LinearOperator, k: int, which: str, tol: float, v0: np.ndarray, maxiter: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    P = op.shape[0]
+    ncv = min(P, max(2 * k + 1, 30))
+    try:
+        return eigsh(op, k=k, which=which, tol=tol, v0=v0, ncv=ncv, maxiter=maxiter)
+    except ArpackNoConvergence as exc:
+        warnings.warn(
+            f"Lanczos ({which}) converged {len(exc.eigenvalues)} of {k} eigenpairs",
+            RuntimeWarning, stacklevel=3,
+        )
+        return exc.eigenvalues, exc.eigenvectors
+
+
+def lanczos_spectrum(
+    op: HessianOperator | LinearOperator,
+    k: int = 6,
+    which: Which = "both",
+    tol: float = 1e-12,
+    zero_rtol: float | None = None,
+    maxiter: int | None = None,
+    seed: int = 0,
+) -> Spectrum:
+    """The k smallest and/or largest eigenpairs by implicitly restarted Lanczos (``eigsh``).
+
+    Each end is computed in its own run ("SA", "LA"), which converges far better on the
+    indefinite, nearly singular Hessians of embedded critical points than one "BE" run.
+    """
+    P = op.shape[0]
+    if k < 1 or k * (2 if which == "both" else 1) >= P:
+        raise ValueError(
+            f"Lanczos needs 1 ≤ k and k per end below P = {P}, got k={k}; "
+            "use the dense spectrum"
+        )
+    v0 = np.random.default_rng(seed).standard_normal(P)
+    start = getattr(op, "num_matvecs", 0)
+    ends = {"smallest": ["SA"], "largest": ["LA"], "both": ["SA", "LA"]}[which]
+    lams, vecs = [], []
+    for end in ends:
+        lam, vec = _eigsh_end(op, k, end, tol, v0, maxiter)
+        lams.append(lam)
+        vecs.append(vec)
+    lam = np.concatenate(lams)
+    vec = np.concatenate(vecs, axis=1)
+    order = np.argsort(lam)
+    lam, vec = lam[order], vec[:, order]
+    res = np.linalg.norm(op @ vec - vec * lam, axis=0)
+    scale = float(np.abs(lam).max()) if lam.size else 0.0
+    dtype = np.dtype(op.dtype)
+    rtol = default_zero_rtol(dtype) if zero_rtol is None else zero_rtol
+    # ARPACK stops at ‖r‖ ≤ tol·|λ|; recomputing r adds rounding of a few ε·scale.
+    res_tol = 10 * max(tol, 100 * np.finfo(dtype).eps) * max(scale, 1e-300)
+    converged = res <= res_tol
+    matvecs = getattr(op, "num_matvecs", start) - start
+    return Spectrum(lam, vec, res, converged, "lanczos", P, scale, rtol, None, matvecs)
+
+
+def spectrum(
+    net: TwoLayerNet,
+    data: Dataset,
+    k: int | None = None,
+    which: Which = "both",
+    method: Literal["auto", "dense", "lanczos"] = "auto",
+    zero_rtol: float | None = None,
+    tol: float = 1e-12,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> Spectrum:
+    """The Hessian spectrum of R at ``net``.
+
+    ``method="auto"`` is dense (all eigenvalues and the inertia) up to 3000 parameters and
+    Lanczos on the matrix-free :class:`~saddlemap.HessianOperator` above (``k`` extreme
+    pairs at each requested end, 6 by default).
+    """
+    P = net.num_params
+    if method == "auto":
+        method = "dense" if P <= DENSE_LIMIT else "lanczos"
+    if method == "dense":
+        return dense_spectrum(hessian(net, data, batch_size), k, which, zero_rtol)
+    if method == "lanczos":
+        op = hessian_operator(net, data, batch_size)
+        return lanczos_spectrum(op, k or 6, which, tol, zero_rtol, seed=seed)
+    raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
