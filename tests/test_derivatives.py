@@ -1,0 +1,98 @@
+"""Closed-form derivatives against torch.func autodiff and central finite differences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import Case, assert_close_scaled, make_problem
+
+import saddlemap as sm
+
+RTOL = 1e-10  # DESIGN: closed forms equal autodiff to 1e-10 in float64
+
+
+def test_loss_and_gradient_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
+    net, data = problem
+    assert sm.loss(net, data) == pytest.approx(sm.loss_autodiff(net, data), rel=1e-13)
+    assert_close_scaled(sm.gradient(net, data), sm.gradient_autodiff(net, data), RTOL)
+
+
+def test_hessian_and_hvp_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
+    net, data = problem
+    H = sm.hessian(net, data)
+    H_ref = sm.hessian_autodiff(net, data)
+    assert_close_scaled(H, H_ref, RTOL)
+    assert torch.equal(H, H.T)
+    V = torch.randn(net.num_params, 3, generator=torch.Generator().manual_seed(1))
+    assert_close_scaled(sm.hvp(net, data, V), H_ref @ V, RTOL)
+    for method in ("forward_over_reverse", "double_backward"):
+        assert_close_scaled(
+            sm.hvp(net, data, V[:, 0]), sm.hvp_autodiff(net, data, V[:, 0], method), RTOL
+        )
+
+
+def test_jacobian_matches_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
+    net, data = problem
+    assert_close_scaled(sm.jacobian(net, data), sm.jacobian_autodiff(net, data), RTOL)
+
+
+def test_finite_differences(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
+    net, data = problem
+    theta = net.flatten()
+    h = 1e-5
+    # Central differences: truncation O(h²) ≈ 1e-10 and rounding O(ε/h) ≈ 1e-11 of the scale.
+    fd_rtol = 1e-6
+    eye = torch.eye(net.num_params)
+    fd_grad = torch.tensor([
+        (sm.loss(net.unflatten(theta + h * e), data) - sm.loss(net.unflatten(theta - h * e), data))
+        / (2 * h) for e in eye
+    ])
+    assert_close_scaled(sm.gradient(net, data), fd_grad, fd_rtol)
+    fd_hess = torch.stack([
+        (sm.gradient(net.unflatten(theta + h * e), data)
+         - sm.gradient(net.unflatten(theta - h * e), data)) / (2 * h) for e in eye
+    ])
+    assert_close_scaled(sm.hessian(net, data), fd_hess, fd_rtol)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7])
+def test_batched_over_data_equals_unbatched(batch_size: int) -> None:
+    net, data = make_problem(Case("softplus", "both_biases", 3, 13, loss="cross_entropy"))
+    v = torch.randn(net.num_params, generator=torch.Generator().manual_seed(2))
+    assert_close_scaled(sm.hessian(net, data, batch_size), sm.hessian(net, data), 1e-13)
+    assert_close_scaled(sm.gradient(net, data, batch_size), sm.gradient(net, data), 1e-13)
+    assert_close_scaled(sm.hvp(net, data, v, batch_size), sm.hvp(net, data, v), 1e-13)
+    assert sm.loss(net, data, batch_size) == pytest.approx(sm.loss(net, data), rel=1e-13)
+    op = sm.hessian_operator(net, data, batch_size)
+    assert_close_scaled(torch.as_tensor(op @ v.numpy()), sm.hessian(net, data) @ v, 1e-12)
+    assert op.num_matvecs == 1
+
+
+def test_residual_function_gives_gradient_and_residual_blocks() -> None:
+    net, data = make_problem(Case("erf", "hidden_bias", 3, 13))
+    rf = sm.residual_function(net, data)
+    grad = sm.gradient(net, data).reshape(net.width, -1)
+    K = net.output_dim
+    # ∂R/∂a_k = φ(w̃_k) and ∇_{w̃_k} R = ∇φ(w̃_k)ᵀ a_k (THEORY §2)
+    assert_close_scaled(rf.phi(net.W_aug), grad[:, :K], RTOL)
+    grad_w = torch.einsum("pcd,pc->pd", rf.grad(net.W_aug), net.a)
+    assert_close_scaled(grad_w, grad[:, K:], RTOL)
+    # ∇φ and G are the first and second derivatives of u ↦ φ(u), u ↦ aᵀφ(u)
+    u = net.W_aug[1] + 0.1
+    a = net.a[0]
+    assert_close_scaled(rf.grad(u), torch.func.jacrev(rf.phi)(u), RTOL)
+    assert_close_scaled(rf.G(u, a), torch.func.hessian(lambda v: a @ rf.phi(v))(u), RTOL)
+    assert rf.phi(net.W_aug[:2]).shape == (2, K)
+    assert rf.G(net.W_aug[:2], net.a[:2]).shape == (2, 3, 3)
+
+
+def test_residuals_are_scaled_gradients_of_the_loss() -> None:
+    net, data = make_problem(Case("tanh", "no_bias", 1, 7))
+    e = sm.residuals(net, data)
+    assert_close_scaled(e, (net(data.X) - data.targets) / data.n, 1e-14)
+
+
+def test_data_moved_to_network_dtype() -> None:
+    net, data = make_problem(Case("tanh", "no_bias", 1, 7))
+    data32 = data.to(torch.float32)
+    assert sm.loss(net, data32) == pytest.approx(sm.loss(net, data32.to(torch.float64)))

@@ -1,0 +1,32 @@
+"""The README's set-up commands and CI stay in step, and the examples run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", setup)
+
+
+def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    commands = _readme_commands()
+    assert len(commands) == 2
+    assert all("\n" not in c for c in commands)
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "pytest" in commands[1]
+
+
+def test_quickstart_example_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    assert re.search(r"inertia \(n\+, n0, n-\): \(\d+, \d+, \d+\)", out.stdout)

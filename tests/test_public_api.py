@@ -1,0 +1,48 @@
+"""The public API is pinned: a change to it is deliberate and shows up here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import saddlemap as sm
+
+PUBLIC = {
+    "Activation", "ActivationError", "BinaryCrossEntropy", "CrossEntropy", "DataError",
+    "Dataset", "HessianOperator", "Inertia", "Loss", "LossError", "ModelError", "ParamLayout",
+    "ResidualFunction", "SaddlemapError", "Spectrum", "SquaredLoss", "Symmetry", "TwoLayerNet",
+    "__version__", "available_activations", "available_losses", "custom_activation",
+    "dense_spectrum", "get_activation", "get_loss", "gradient", "gradient_autodiff", "hessian",
+    "hessian_autodiff", "hessian_operator", "hvp", "hvp_autodiff", "jacobian",
+    "jacobian_autodiff", "lanczos_spectrum", "leaky_relu", "loss", "loss_autodiff",
+    "loss_function", "output_function", "register_activation", "register_loss",
+    "residual_function", "residuals", "spectrum",
+}
+
+
+def test_all_is_pinned_and_resolves() -> None:
+    assert set(sm.__all__) == PUBLIC
+    assert len(sm.__all__) == len(PUBLIC)
+    for name in sm.__all__:
+        assert getattr(sm, name) is not None
+
+
+def test_function_named_like_its_module_stays_the_function() -> None:
+    import saddlemap.spectrum  # noqa: F401
+
+    assert callable(sm.spectrum) and sm.spectrum.__name__ == "spectrum"
+
+
+def test_import_is_lazy() -> None:
+    code = "import sys, saddlemap; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_attribute() -> None:
+    try:
+        sm.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
