@@ -17,6 +17,9 @@ PUBLIC = {
     "jacobian_autodiff", "lanczos_spectrum", "leaky_relu", "loss", "loss_autodiff",
     "loss_function", "output_function", "register_activation", "register_loss",
     "residual_function", "residuals", "spectrum",
+    # critical points
+    "CriticalPoint", "Verdict", "certify", "convergence_order", "find_critical_point",
+    "grad_tolerance",
 }
 
 

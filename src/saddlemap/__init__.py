@@ -33,6 +33,14 @@ if TYPE_CHECKING:
         loss_function,
         output_function,
     )
+    from .critical_points import (
+        CriticalPoint,
+        Verdict,
+        certify,
+        convergence_order,
+        find_critical_point,
+        grad_tolerance,
+    )
     from .data import Dataset
     from .derivatives import (
         HessianOperator,
@@ -91,6 +99,12 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "spectrum": {
         "spectrum": ["spectrum", "Spectrum", "Inertia", "dense_spectrum", "lanczos_spectrum"],
+    },
+    "critical points": {
+        "critical_points": [
+            "find_critical_point", "certify", "CriticalPoint", "Verdict", "convergence_order",
+            "grad_tolerance",
+        ],
     },
     "errors": {
         "errors": ["SaddlemapError", "DataError", "ActivationError", "LossError", "ModelError"],

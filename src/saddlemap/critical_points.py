@@ -1,0 +1,377 @@
+"""Find critical points of R — minima and saddles alike — and certify what they are.
+
+Refinement solves ∇R(θ) = 0 by Levenberg–Marquardt on F = ∇R with Jacobian H:
+
+    s = −(H² + μI)⁻¹ H ∇R,   μ = c · ‖∇R‖²,
+
+accepting a step when ½‖∇R‖² decreases as the linear model predicts (trust-region ratio) and
+adapting c.  With μ proportional to ‖F‖² the iteration converges quadratically even at the
+exactly singular Hessians of embedded critical points, under a local error bound (Fan & Yuan,
+Computing 74, 2005; Yamashita & Fukushima, 2001), and it is attracted to saddles as much as
+to minima, because it minimises ‖∇R‖², not R.  Its fixed points that are not critical are
+*gradient-flat* points, H∇R = 0 with ∇R ≠ 0 (Frye et al. 2020, THEORY §9): the certificate
+reports ‖H∇R‖/‖∇R‖ and never calls such a point critical.
+
+>>> import torch
+>>> from saddlemap import Dataset, TwoLayerNet
+>>> data = Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
+>>> cp = find_critical_point(TwoLayerNet([0.6], [[1.4]]), data)
+>>> cp.verdict.value, cp.grad_norm < 1e-12
+('strict local minimum', True)
+>>> round(float(cp.net.W[0, 0]), 9)
+1.433931221
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, cg
+
+from ._forward import checked_data, forward
+from .data import Dataset
+from .derivatives import gradient, hessian, hvp, loss
+from .network import TwoLayerNet
+from .spectrum import DENSE_LIMIT, Inertia, Spectrum, spectrum
+
+__all__ = [
+    "CriticalPoint",
+    "Verdict",
+    "certify",
+    "convergence_order",
+    "find_critical_point",
+    "grad_tolerance",
+]
+
+
+class Verdict(enum.Enum):
+    """What a point is, by the gradient and the Hessian spectrum."""
+
+    STRICT_MINIMUM = "strict local minimum"
+    STRICT_SADDLE = "strict saddle"
+    DEGENERATE = "degenerate"  # PSD with zero eigenvalues: second order cannot settle it
+    GRADIENT_FLAT = "gradient-flat"  # H∇R ≈ 0 with ∇R ≠ 0: a stall of Newton-type finders
+    NOT_CRITICAL = "not critical"
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """A point with the evidence of what it is.
+
+    Attributes:
+        net: the network at the point.
+        loss: R at the point.
+        grad_norm: ‖∇R‖.
+        grad_tol: the tolerance ‖∇R‖ was held to (see :func:`grad_tolerance`).
+        hgrad_ratio: ‖H∇R‖ / ‖∇R‖, the gradient-flat guard (0 when ∇R = 0).
+        spectrum: the Hessian spectrum (its inertia and zero tolerance included).
+        verdict: the :class:`Verdict`.
+        iterations: refinement iterations taken (0 for :func:`certify`).
+        converged: ‖∇R‖ ≤ grad_tol.
+        history: ‖∇R‖ at the start and after every accepted iteration.
+        warnings: saturated or dead neurons, diverging weights, channels to infinity,
+            non-analytic activations.
+        method: how the point was reached.
+    """
+
+    net: TwoLayerNet
+    loss: float
+    grad_norm: float
+    grad_tol: float
+    hgrad_ratio: float
+    spectrum: Spectrum
+    verdict: Verdict
+    iterations: int = 0
+    converged: bool = False
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    warnings: tuple[str, ...] = ()
+    method: str = "certify"
+
+    @property
+    def is_critical(self) -> bool:
+        """Whether ‖∇R‖ met its tolerance."""
+        return self.converged
+
+    @property
+    def inertia(self) -> Inertia | None:
+        """(n₊, n₀, n₋) of the Hessian, or None for a partial spectrum."""
+        return self.spectrum.inertia
+
+    def summary(self) -> str:
+        """A few lines a person can read."""
+        lines = [
+            f"{self.verdict.value}: R = {self.loss:.10g}, ‖∇R‖ = {self.grad_norm:.2e} "
+            f"(tol {self.grad_tol:.1e}), ‖H∇R‖/‖∇R‖ = {self.hgrad_ratio:.2e}",
+            self.spectrum.summary(),
+        ]
+        if self.iterations:
+            lines.append(f"{self.iterations} iterations ({self.method})")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def grad_tolerance(net: TwoLayerNet, data: Dataset, tol: float = 1e-10) -> float:
+    """‖∇R‖ tolerance: ``tol``, or the rounding floor of ∇R where that is larger.
+
+    Each entry of ∇R is a sum of terms e_i σ(w̃_kᵀx̃_i), (a_kᵀe_i) σ'(·) x̃_i; rounding makes
+    its error about ε times the sum of their magnitudes, so the floor is
+    64 ε ‖|S|ᵀ|e|, (|e||a|ᵀ ⊙ |σ'|)ᵀ|X̃|‖ (large weights raise it).
+    """
+    fw = forward(net, checked_data(net, data))
+    abs_a = fw.S.abs().T @ fw.e.abs()
+    abs_w = ((fw.e.abs() @ net.a.abs().T) * fw.S1.abs()).T @ fw.X.abs()
+    terms = torch.cat([abs_a.flatten(), abs_w.flatten(), fw.e.abs().sum(0)])
+    eps = torch.finfo(net.dtype).eps
+    return max(tol, 64 * eps * float(torch.linalg.vector_norm(terms)))
+
+
+# ------------------------------------------------------------------------- warnings
+#: |a_k| or ‖w_k‖ above this is flagged as a diverging weight (THEORY §10.4).
+WEIGHT_LIMIT = 1e3
+
+
+def _neuron_warnings(net: TwoLayerNet, data: Dataset) -> list[str]:
+    fw = forward(net, checked_data(net, data))
+    out = []
+    if not net.activation.analytic:
+        out.append(
+            f"{net.activation.name} is not analytic: the Hessian misses the curvature at the "
+            "kinks, so second-order verdicts hold only off them"
+        )
+    elif not net.activation.in_theory:
+        out.append(f"{net.activation.name} is a polynomial: outside the theory")
+    dead = (fw.S1.abs().amax(0) < 1e-8).nonzero().flatten().tolist()
+    if dead:
+        out.append(f"neurons {dead} are saturated or dead: σ' < 1e-8 on every sample")
+    a_norm = torch.linalg.vector_norm(net.a, dim=1)
+    w_norm = torch.linalg.vector_norm(net.W_aug, dim=1)
+    big = ((a_norm > WEIGHT_LIMIT) | (w_norm > WEIGHT_LIMIT)).nonzero().flatten().tolist()
+    if big:
+        out.append(f"neurons {big} have weights above {WEIGHT_LIMIT:g}: diverging")
+    out += _channel_warnings(net, a_norm)
+    return out
+
+
+def _channel_warnings(net: TwoLayerNet, a_norm: torch.Tensor) -> list[str]:
+    # Channel to infinity (THEORY §9): two neurons with nearly equal input weights and large
+    # output weights of opposite sign, whose sum stays moderate.
+    big = (a_norm > 1e2).nonzero().flatten().tolist()
+    out = []
+    for i, k in enumerate(big):
+        for j in big[i + 1 :]:
+            close = torch.linalg.vector_norm(net.W_aug[k] - net.W_aug[j]) <= 1e-2 * (
+                1 + torch.linalg.vector_norm(net.W_aug[k])
+            )
+            cancel = torch.linalg.vector_norm(net.a[k] + net.a[j]) < 0.1 * a_norm[k]
+            if bool(close) and bool(cancel):
+                out.append(f"neurons {k} and {j} look like a channel to infinity")
+    return out
+
+
+# -------------------------------------------------------------------------- certify
+def _verdict(grad_ok: bool, flat: bool, spec: Spectrum) -> Verdict:
+    if not grad_ok:
+        return Verdict.GRADIENT_FLAT if flat else Verdict.NOT_CRITICAL
+    if spec.min < -spec.zero_tol:
+        return Verdict.STRICT_SADDLE
+    if spec.min > spec.zero_tol:
+        return Verdict.STRICT_MINIMUM
+    return Verdict.DEGENERATE
+
+
+def certify(
+    net: TwoLayerNet,
+    data: Dataset,
+    tol: float = 1e-10,
+    zero_rtol: float | None = None,
+    flat_rtol: float = 1e-6,
+    *,
+    iterations: int = 0,
+    history: np.ndarray | None = None,
+    method: str = "certify",
+) -> CriticalPoint:
+    """Certify ``net`` as it stands: gradient, gradient-flat guard, spectrum, verdict.
+
+    The point is critical when ‖∇R‖ ≤ ``grad_tolerance(net, data, tol)``.  Otherwise it is
+    gradient-flat when ‖H∇R‖/‖∇R‖ ≤ ``flat_rtol`` · max|λ(H)|, else not critical.
+    """
+    g = gradient(net, data)
+    grad_norm = float(torch.linalg.vector_norm(g))
+    grad_tol = grad_tolerance(net, data, tol)
+    ratio = float(torch.linalg.vector_norm(hvp(net, data, g))) / grad_norm if grad_norm else 0.0
+    spec = spectrum(net, data, zero_rtol=zero_rtol, k=None if net.num_params <= DENSE_LIMIT else 6)
+    ok = grad_norm <= grad_tol
+    flat = not ok and ratio <= flat_rtol * spec.scale
+    return CriticalPoint(
+        net=net,
+        loss=loss(net, data),
+        grad_norm=grad_norm,
+        grad_tol=grad_tol,
+        hgrad_ratio=ratio,
+        spectrum=spec,
+        verdict=_verdict(ok, flat, spec),
+        iterations=iterations,
+        converged=ok,
+        history=np.array([grad_norm]) if history is None else history,
+        warnings=tuple(_neuron_warnings(net, data)),
+        method=method,
+    )
+
+
+# ------------------------------------------------------------------------ LM steps
+StepFn = Callable[[float], tuple[torch.Tensor, float]]
+
+
+def _dense_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
+    """s(μ) and the predicted ½‖∇R + Hs‖², from one eigendecomposition of H."""
+    lam, V = torch.linalg.eigh(hessian(net, data))
+    gh = V.T @ g
+
+    def step(mu: float) -> tuple[torch.Tensor, float]:
+        s = -V @ (lam / (lam * lam + mu) * gh)
+        residual = gh * mu / (lam * lam + mu)
+        return s, 0.5 * float(residual @ residual)
+
+    return step
+
+
+def _matrix_free_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
+    """s(μ) by conjugate gradients on (H² + μI) s = −H∇R, two HVPs per CG iteration."""
+    P = net.num_params
+    Hg = hvp(net, data, g)
+
+    def step(mu: float) -> tuple[torch.Tensor, float]:
+        def normal(x: np.ndarray) -> np.ndarray:
+            v = torch.as_tensor(x, dtype=net.dtype, device=net.device)
+            return (hvp(net, data, hvp(net, data, v)) + mu * v).cpu().numpy()
+
+        op = LinearOperator((P, P), matvec=normal, dtype=np.float64)
+        x, _ = cg(op, -Hg.cpu().numpy(), rtol=1e-12, maxiter=10 * P)
+        s = torch.as_tensor(x, dtype=net.dtype, device=net.device)
+        r = g + hvp(net, data, s)
+        return s, 0.5 * float(r @ r)
+
+    return step
+
+
+@dataclass
+class _Iterate:
+    net: TwoLayerNet
+    grad: torch.Tensor
+    merit: float  # ½‖∇R‖²
+
+    @property
+    def grad_norm(self) -> float:
+        return math.sqrt(2 * self.merit)
+
+
+def _lm_iteration(
+    it: _Iterate, data: Dataset, make_step: Callable[..., StepFn], c: float, shrink: float
+) -> tuple[_Iterate | None, float]:
+    """One accepted LM step (or None) and the new damping factor c.
+
+    A step is accepted when ½‖∇R‖² falls below ``shrink`` times its value and by at least
+    1e-4 of what the linear model predicts; otherwise μ grows and the step is retried.
+    """
+    step = make_step(it.net, data, it.grad)
+    theta = it.net.flatten()
+    for _ in range(60):
+        s, predicted = step(c * it.grad_norm**2)  # μ = c‖∇R‖²
+        trial = it.net.unflatten(theta + s)
+        g = gradient(trial, data)
+        merit = 0.5 * float(g @ g)
+        rho = (it.merit - merit) / max(it.merit - predicted, 1e-300)
+        if merit < shrink * it.merit and rho > 1e-4:
+            c = c / 4 if rho > 0.75 else c * 4 if rho < 0.25 else c
+            return _Iterate(trial, g, merit), min(max(c, 1e-12), 1e12)
+        c *= 4
+    return None, c
+
+
+def find_critical_point(
+    net: TwoLayerNet,
+    data: Dataset,
+    tol: float = 1e-10,
+    max_iter: int = 200,
+    zero_rtol: float | None = None,
+    method: str = "auto",
+    polish: int = 2,
+    progress: bool = False,
+) -> CriticalPoint:
+    """Refine ``net`` to a nearby critical point by Levenberg–Marquardt on ∇R = 0.
+
+    ``method``: ``"dense"`` (one eigendecomposition of H per iteration, exact steps),
+    ``"matrix_free"`` (CG on the normal equations with Hessian-vector products), or
+    ``"auto"`` (dense up to 3000 parameters).  Iterates until ‖∇R‖ ≤ :func:`grad_tolerance`,
+    then takes up to ``polish`` more steps while each still cuts ‖∇R‖ fourfold (near the
+    point convergence is quadratic, so this reaches the rounding floor).  Stops early when no
+    step reduces ‖∇R‖ (a gradient-flat point or the rounding floor); the returned
+    :class:`CriticalPoint` says which.
+    """
+    if method == "auto":
+        method = "dense" if net.num_params <= DENSE_LIMIT else "matrix_free"
+    make_step = {"dense": _dense_step, "matrix_free": _matrix_free_step}.get(method)
+    if make_step is None:
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'matrix_free'")
+    from tqdm.auto import tqdm
+
+    data = checked_data(net, data)
+    g = gradient(net, data)
+    current = _Iterate(net, g, 0.5 * float(g @ g))
+    history = [current.grad_norm]
+    c = 1.0  # μ = c‖∇R‖²; c adapts like a trust-region radius
+    polished = it = 0
+    with tqdm(total=max_iter, desc="refine", unit="it", disable=not progress) as bar:
+        while it < max_iter and polished <= polish:
+            done = current.grad_norm <= grad_tolerance(current.net, data, tol)
+            polished += done
+            if done and polished > polish:
+                break
+            new, c = _lm_iteration(current, data, make_step, c, 1 / 16 if done else 1.0)
+            if new is None:
+                break  # no descent for ½‖∇R‖²: gradient-flat point or rounding floor
+            current, it = new, it + 1
+            history.append(current.grad_norm)
+            bar.update(1)
+            bar.set_postfix(grad=f"{current.grad_norm:.2e}")
+    cp = certify(
+        current.net, data, tol, zero_rtol, iterations=it, history=np.array(history),
+        method=f"levenberg-marquardt ({method})",
+    )
+    return _with_drift_warning(cp, net)
+
+
+def _with_drift_warning(cp: CriticalPoint, start: TwoLayerNet) -> CriticalPoint:
+    # Critical points at infinity (THEORY §9, §10.4): ‖∇R‖ decays slowly while the weights grow.
+    before = float(start.flatten().norm())
+    after = float(cp.net.flatten().norm())
+    if cp.converged or after <= 1.5 * max(before, 1.0):
+        return cp
+    note = (
+        f"the parameters grew from norm {before:.3g} to {after:.3g} while ‖∇R‖ decayed slowly: "
+        "the iterates may be heading to a critical point at infinity"
+    )
+    return dataclasses.replace(cp, warnings=(*cp.warnings, note))
+
+
+def convergence_order(errors: np.ndarray, last: int = 3, floor: float = 1e-14) -> float:
+    """Fitted order p of e_{k+1} ≈ C e_kᵖ over the last ``last`` steps above ``floor``.
+
+    p ≈ 1 is linear, p ≈ 2 quadratic convergence.  Errors at the rounding floor are left out
+    because they no longer follow the iteration.
+
+    >>> round(convergence_order(np.array([1e-1, 1e-2, 1e-4, 1e-8])), 6)
+    2.0
+    """
+    e = np.asarray(errors, dtype=float)
+    e = e[e > floor]
+    if e.size < 3:
+        raise ValueError("need at least 3 errors above the floor to fit an order")
+    x, y = np.log(e[:-1])[-last:], np.log(e[1:])[-last:]
+    return float(np.polyfit(x, y, 1)[0])

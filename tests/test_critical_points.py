@@ -1,0 +1,134 @@
+"""Refinement to critical points and their certificates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import saddlemap as sm
+from saddlemap.critical_points import (
+    Verdict,
+    certify,
+    convergence_order,
+    find_critical_point,
+    grad_tolerance,
+)
+
+WORKED = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
+A_STAR, W_STAR = 0.610515537972, 1.433931221329  # THEORY §8, 12 digits
+
+
+def _dense_verdict(cp: sm.critical_points.CriticalPoint) -> Verdict:
+    """The verdict recomputed from an independent eigvalsh of the Hessian."""
+    lam = np.linalg.eigvalsh(sm.hessian(cp.net, WORKED).numpy())
+    tol = cp.spectrum.zero_rtol * np.abs(lam).max()
+    if lam[0] < -tol:
+        return Verdict.STRICT_SADDLE
+    return Verdict.STRICT_MINIMUM if lam[0] > tol else Verdict.DEGENERATE
+
+
+def test_worked_example_minimum_to_machine_precision() -> None:
+    cp = find_critical_point(sm.TwoLayerNet([0.5], [[1.0]]), WORKED)
+    assert cp.converged and cp.grad_norm <= 1e-13
+    assert cp.verdict is Verdict.STRICT_MINIMUM
+    assert float(cp.net.W[0, 0]) == pytest.approx(W_STAR, abs=1e-11)
+    assert float(cp.net.a[0, 0]) == pytest.approx(A_STAR, abs=1e-11)
+    assert cp.loss == pytest.approx(0.07403106110643635, rel=1e-12)
+    assert convergence_order(cp.history) > 1.5
+
+
+@pytest.mark.parametrize(
+    ("ratio", "verdict"),
+    [(2.0, Verdict.STRICT_SADDLE), (-1.0, Verdict.STRICT_SADDLE), (3.0, Verdict.STRICT_SADDLE),
+     (0.5, Verdict.DEGENERATE)],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refinement_near_a_split_saddle_returns_to_the_splitting_line(
+    ratio: float, verdict: Verdict, seed: int
+) -> None:
+    split = sm.TwoLayerNet([ratio * A_STAR, (1 - ratio) * A_STAR], [[W_STAR], [W_STAR]])
+    noise = 1e-4 * torch.randn(4, generator=torch.Generator().manual_seed(seed))
+    cp = find_critical_point(split.unflatten(split.flatten() + noise), WORKED)
+    assert cp.converged and cp.verdict is verdict
+    assert cp.verdict is _dense_verdict(cp)
+    # back on the branch {w₁ = w₂ = w*, a₁ + a₂ = a*}; the ratio may slide along it
+    torch.testing.assert_close(cp.net.W.flatten(), torch.full((2,), W_STAR), atol=1e-9, rtol=0)
+    assert float(cp.net.a.sum()) == pytest.approx(A_STAR, abs=1e-9)
+    final = float(cp.net.a[0, 0]) / A_STAR
+    assert (0 < final < 1) == (0 < ratio < 1)  # stays on its side of the line
+    assert cp.grad_norm < 1e-13 and cp.iterations <= 8
+
+
+def test_matrix_free_refinement_agrees_with_dense() -> None:
+    split = sm.TwoLayerNet([2 * A_STAR, -A_STAR], [[W_STAR + 1e-4], [W_STAR - 2e-4]])
+    dense = find_critical_point(split, WORKED, method="dense")
+    free = find_critical_point(split, WORKED, method="matrix_free")
+    assert free.converged and free.verdict is Verdict.STRICT_SADDLE
+    torch.testing.assert_close(free.net.flatten(), dense.net.flatten(), atol=1e-8, rtol=0)
+
+
+def test_not_critical_point_is_not_called_critical() -> None:
+    cp = certify(sm.TwoLayerNet([1.0, -0.3], [[0.2], [2.0]]), WORKED)
+    assert not cp.converged and cp.verdict is Verdict.NOT_CRITICAL
+    assert cp.hgrad_ratio > 1e-6 * cp.spectrum.scale
+    assert "not critical" in cp.summary()
+
+
+def test_gradient_flat_point_is_reported_as_such() -> None:
+    # LM minimises ½‖∇R‖²; where it stalls with ∇R ≠ 0 it sits at a local minimum of ‖∇R‖²,
+    # i.e. H∇R = 0: a gradient-flat point (Frye et al. 2020).  This small problem has one.
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.randn(7, 1, generator=gen), torch.randn(7, generator=gen)
+    start = sm.TwoLayerNet(torch.randn(1, generator=gen), torch.randn(1, 1, generator=gen))
+    cp = find_critical_point(start, sm.Dataset(X, y))
+    assert cp.verdict is Verdict.GRADIENT_FLAT
+    assert not cp.converged and cp.grad_norm > 1e3 * cp.grad_tol
+    assert cp.hgrad_ratio <= 1e-6 * cp.spectrum.scale
+    assert cp.iterations < 200  # it stopped because no step reduces ‖∇R‖, not at max_iter
+
+
+def test_drift_to_infinity_is_flagged() -> None:
+    # tanh can fit the linear part of the data only as a → ∞, w → 0 with aw fixed: the
+    # iterates drift along that channel and ‖∇R‖ decays slowly; never called critical.
+    gen = torch.Generator().manual_seed(1)
+    X, y = torch.randn(7, 1, generator=gen), torch.randn(7, generator=gen)
+    start = sm.TwoLayerNet(torch.randn(1, generator=gen), torch.randn(1, 1, generator=gen),
+                           activation="erf")
+    cp = find_critical_point(start, sm.Dataset(X, y), max_iter=100)
+    assert cp.verdict is Verdict.NOT_CRITICAL
+    assert any("infinity" in w for w in cp.warnings)
+
+
+def test_warnings() -> None:
+    relu = certify(sm.TwoLayerNet([1.0], [[1.0]], activation="relu"), WORKED)
+    assert any("not analytic" in w for w in relu.warnings)
+    dead = certify(sm.TwoLayerNet([1.0, 1.0], [[1.0], [100.0]], activation="tanh"), WORKED)
+    assert any("neurons [1] are saturated" in w for w in dead.warnings)
+    channel = certify(
+        sm.TwoLayerNet([5e3, -5e3 + 0.5], [[1.0], [1.0 + 1e-4]], activation="tanh"), WORKED
+    )
+    assert any("diverging" in w for w in channel.warnings)
+    assert any("channel to infinity" in w for w in channel.warnings)
+    poly = certify(sm.TwoLayerNet([1.0], [[1.0]], activation="identity"), WORKED)
+    assert any("polynomial" in w for w in poly.warnings)
+
+
+def test_grad_tolerance_is_the_rounding_floor_where_that_is_larger() -> None:
+    assert grad_tolerance(sm.TwoLayerNet([0.5], [[0.1]]), WORKED, 1e-10) == 1e-10
+    huge = sm.TwoLayerNet([1e9], [[0.1]])
+    floor = grad_tolerance(huge, WORKED, 0.0)
+    assert floor > 1e-10
+    # the floor is honest: two float64 evaluations of ∇R differ by less than it
+    change = float((sm.gradient(huge, WORKED) - sm.gradient_autodiff(huge, WORKED)).norm())
+    assert change < floor
+
+
+def test_convergence_order_and_errors() -> None:
+    assert convergence_order(np.array([1e-1, 1e-2, 1e-3, 1e-4])) == pytest.approx(1.0)
+    errors = np.array([1e-1, 1e-2, 1e-4, 1e-8, 1e-16, 0.0])
+    assert convergence_order(errors, floor=1e-14) == pytest.approx(2)
+    with pytest.raises(ValueError, match="at least 3"):
+        convergence_order(np.array([1e-1, 1e-20]))
+    with pytest.raises(ValueError, match="unknown method"):
+        find_critical_point(sm.TwoLayerNet([0.5], [[1.0]]), WORKED, method="newton")
