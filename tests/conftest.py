@@ -11,6 +11,8 @@ import torch
 import saddlemap as sm
 
 torch.set_default_dtype(torch.float64)
+# The test problems are tiny: a second thread only adds contention on a 2-core machine.
+torch.set_num_threads(1)
 
 CUSTOM = sm.custom_activation("tanh_cubed", lambda z: torch.tanh(z) ** 3, symmetry="odd")
 

@@ -15,6 +15,9 @@ def test_loss_and_gradient_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Data
     net, data = problem
     assert sm.loss(net, data) == pytest.approx(sm.loss_autodiff(net, data), rel=1e-13)
     assert_close_scaled(sm.gradient(net, data), sm.gradient_autodiff(net, data), RTOL)
+    value, grad = sm.loss_and_gradient(net, data, batch_size=5)
+    assert value == pytest.approx(sm.loss(net, data), rel=1e-13)
+    assert_close_scaled(grad, sm.gradient(net, data), 1e-13)
 
 
 def test_hessian_and_hvp_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:

@@ -14,9 +14,13 @@ PUBLIC = {
     "__version__", "available_activations", "available_losses", "custom_activation",
     "dense_spectrum", "get_activation", "get_loss", "gradient", "gradient_autodiff", "hessian",
     "hessian_autodiff", "hessian_operator", "hvp", "hvp_autodiff", "jacobian",
-    "jacobian_autodiff", "lanczos_spectrum", "leaky_relu", "loss", "loss_autodiff",
+    "jacobian_autodiff", "lanczos_spectrum", "leaky_relu", "loss", "loss_and_gradient",
+    "loss_autodiff",
     "loss_function", "output_function", "register_activation", "register_loss",
     "residual_function", "residuals", "spectrum",
+    # problems and training
+    "teacher_student", "TeacherStudent", "TeacherStudentSettings", "train", "safe_step_size",
+    "TrainResult", "TrainState", "History",
     # critical points
     "CriticalPoint", "Verdict", "certify", "convergence_order", "find_critical_point",
     "grad_tolerance",

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         hvp,
         jacobian,
         loss,
+        loss_and_gradient,
         residual_function,
         residuals,
     )
@@ -65,7 +66,9 @@ if TYPE_CHECKING:
         register_loss,
     )
     from .network import ParamLayout, TwoLayerNet
+    from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
     from .spectrum import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
+    from .training import History, TrainResult, TrainState, safe_step_size, train
 
 # The public API, grouped; each name maps to the submodule that defines it.
 _GROUPS: dict[str, dict[str, list[str]]] = {
@@ -87,8 +90,8 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "derivatives": {
         "derivatives": [
-            "loss", "residuals", "gradient", "jacobian", "hvp", "hessian", "hessian_operator",
-            "HessianOperator", "residual_function", "ResidualFunction",
+            "loss", "loss_and_gradient", "residuals", "gradient", "jacobian", "hvp", "hessian",
+            "hessian_operator", "HessianOperator", "residual_function", "ResidualFunction",
         ],
     },
     "autodiff reference": {
@@ -99,6 +102,10 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "spectrum": {
         "spectrum": ["spectrum", "Spectrum", "Inertia", "dense_spectrum", "lanczos_spectrum"],
+    },
+    "problems and training": {
+        "problems": ["teacher_student", "TeacherStudent", "TeacherStudentSettings"],
+        "training": ["train", "safe_step_size", "TrainResult", "TrainState", "History"],
     },
     "critical points": {
         "critical_points": [

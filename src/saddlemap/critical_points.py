@@ -60,7 +60,7 @@ class Verdict(enum.Enum):
     NOT_CRITICAL = "not critical"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CriticalPoint:
     """A point with the evidence of what it is.
 

@@ -67,7 +67,7 @@ def _check_finite(tensor: torch.Tensor, name: str) -> None:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Dataset:
     """Inputs and targets for one loss, validated and stored as tensors.
 

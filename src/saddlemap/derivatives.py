@@ -44,6 +44,7 @@ __all__ = [
     "hvp",
     "jacobian",
     "loss",
+    "loss_and_gradient",
     "residual_function",
     "residuals",
 ]
@@ -55,6 +56,19 @@ def loss(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> floa
     for fw in batches(net, data, batch_size):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
     return total / checked_data(net, data).n
+
+
+def loss_and_gradient(
+    net: TwoLayerNet, data: Dataset, batch_size: int | None = None
+) -> tuple[float, torch.Tensor]:
+    """R(θ) and ∇R(θ) from one forward pass (what a training step needs)."""
+    total, grad = 0.0, None
+    for fw in batches(net, data, batch_size):
+        total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
+        block = _gradient_block(fw)
+        grad = block if grad is None else grad + block
+    assert grad is not None  # batches yields at least one block
+    return total / fw.n_total, grad
 
 
 def residuals(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
@@ -205,7 +219,7 @@ def hessian_operator(
     return HessianOperator(net, data, batch_size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ResidualFunction:
     """φ_f, ∇φ_f and G for the output function of ``net`` on ``data`` (THEORY §2).
 

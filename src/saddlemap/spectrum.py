@@ -70,7 +70,7 @@ def inertia(eigenvalues: np.ndarray, zero_tol: float) -> Inertia:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Spectrum:
     """Eigenvalues (ascending) with eigenvectors and their evidence.
 

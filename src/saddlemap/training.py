@@ -1,0 +1,481 @@
+"""Full-batch training to near-stationarity on the closed-form gradient.
+
+Three optimizers, all on the flat parameter vector θ (layout of
+:class:`~saddlemap.network.ParamLayout`) and the exact gradient ∇R(θ) of
+:func:`~saddlemap.derivatives.gradient`:
+
+* ``"gd"``: θ ← θ − η ∇R(θ) with η below 1/λ_max(∇²R) (THEORY §10.1: a larger step can
+  diverge, and a diverging run looks like an escape from a saddle).  Without an explicit
+  ``lr`` the step starts at :func:`safe_step_size`; a step that would raise the loss is
+  rejected, η is halved (and capped by 0.9/λ_max re-estimated at the current point) and the
+  step retried, so the recorded loss never rises by more than rounding (16 ulps of R).
+* ``"adam"``: ``torch.optim.Adam`` with ``.grad`` set from the closed form.
+* ``"lbfgs"``: ``torch.optim.LBFGS`` with a strong-Wolfe line search; one training step is
+  one L-BFGS iteration.
+
+Step t means "after t updates": the state at step 0 is the initial network.  At every step
+the loss and gradient are evaluated, every callback sees the :class:`TrainState`, and
+training stops at the first step where ‖∇R‖ ≤ ``grad_tol``, R ≤ ``loss_tol``, a callback
+returns True, or t = ``steps``.  Frozen parameters get a zero gradient, so they never move,
+and ‖∇R‖ is the norm over the free coordinates.
+
+>>> from saddlemap.problems import teacher_student
+>>> prob = teacher_student(teacher_width=1, width=2, d=2, n=13, activation="tanh")
+>>> run = train(prob.student, prob.data, steps=50)
+>>> run.steps, run.stop_reason, bool(run.loss < run.history.loss[0])
+(50, 'steps', True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from .data import Dataset
+from .derivatives import hessian, loss, loss_and_gradient
+from .network import TwoLayerNet
+from .spectrum import dense_spectrum, spectrum
+
+__all__ = [
+    "Callback",
+    "History",
+    "TrainResult",
+    "TrainState",
+    "freeze_mask",
+    "safe_step_size",
+    "train",
+]
+
+Optimizer = Literal["gd", "adam", "lbfgs"]
+
+#: Up to this many parameters the step size uses the dense Hessian spectrum.
+DENSE_STEP_LIMIT = 64
+_SAFETY = 0.9
+_DEFAULT_LR = {"adam": 1e-2, "lbfgs": 1.0}
+_FREEZABLE = ("a", "W", "b", "c")
+# gd: a rise of the loss up to this many ulps of |R| is rounding, not a rise.
+_ROUNDING_ULPS = 16
+# gd: a rejected step is halved at most this often before training stops ("stalled").
+_MAX_HALVINGS = 60
+
+
+@dataclass(frozen=True, eq=False)
+class TrainState:
+    """The state a callback sees at one step.
+
+    Attributes:
+        step: number of updates made so far (0 is the initial network).
+        net: the network at this step.
+        loss: R(θ) at this step.
+        grad: ∇R(θ) in the flat layout, zero on frozen coordinates.
+        grad_norm: ‖grad‖.
+    """
+
+    step: int
+    net: TwoLayerNet
+    loss: float
+    grad: torch.Tensor
+    grad_norm: float
+
+
+#: A training callback: gets each :class:`TrainState`; returning True stops training.
+Callback = Callable[[TrainState], bool | None]
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """Loss and gradient norm, recorded every ``record_every`` steps and at the last step.
+
+    Attributes:
+        step: the recorded steps, ascending (int64).
+        loss: R at those steps.
+        grad_norm: ‖∇R‖ over the free coordinates at those steps.
+    """
+
+    step: np.ndarray
+    loss: np.ndarray
+    grad_norm: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.step.size)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        net: the network at the last step.
+        history: the recorded loss and gradient norms.
+        steps: the number of updates made.
+        converged: whether the final ‖∇R‖ ≤ ``grad_tol``.
+        stop_reason: ``"grad_tol"``, ``"loss_tol"``, ``"callback"`` or ``"steps"``; also
+            ``"diverged"`` (non-finite loss or gradient: the last finite state is kept) and
+            ``"stalled"`` (gd found no step that does not raise the loss).
+        lr: the step size at the end (gd may have halved it), else the one used.
+        optimizer: the optimizer's name.
+    """
+
+    net: TwoLayerNet
+    history: History
+    steps: int
+    converged: bool
+    stop_reason: str
+    lr: float
+    optimizer: str
+
+    @property
+    def loss(self) -> float:
+        """R at the last step."""
+        return float(self.history.loss[-1])
+
+    @property
+    def grad_norm(self) -> float:
+        """‖∇R‖ at the last step."""
+        return float(self.history.grad_norm[-1])
+
+
+# ----------------------------------------------------------------------------- step size
+def _lambda_max(net: TwoLayerNet, data: Dataset, seed: int) -> float:
+    """Largest Hessian eigenvalue: dense for tiny P, else one Lanczos pair."""
+    if net.num_params > DENSE_STEP_LIMIT:
+        spec = spectrum(net, data, k=1, which="largest", method="lanczos", tol=1e-8, seed=seed)
+        if spec.eigenvalues.size:  # else Lanczos did not converge: fall back to dense
+            return spec.max
+    return dense_spectrum(hessian(net, data), k=1, which="largest").max
+
+
+def safe_step_size(
+    net: TwoLayerNet, data: Dataset, safety: float = 0.9, *, seed: int = 0
+) -> float:
+    """A gradient-descent step η = safety / λ_max(∇²R(θ)), below 1/λ_max (THEORY §10.1).
+
+    λ_max comes from the dense spectrum for at most 64 parameters and from Lanczos on the
+    matrix-free Hessian above (``seed`` fixes its start vector).
+
+    Args:
+        net: the network θ.
+        data: the data defining R.
+        safety: the fraction of 1/λ_max to take, in (0, 1].
+        seed: seed of the Lanczos start vector.
+
+    Returns:
+        The step size η > 0.
+
+    Raises:
+        ValueError: ``safety`` outside (0, 1], or λ_max ≤ 0 (no positive curvature bounds
+            the step: pass ``lr`` explicitly).
+
+    >>> from saddlemap.problems import teacher_student
+    >>> prob = teacher_student(1, 2, d=2, n=13, activation="tanh")
+    >>> eta = safe_step_size(prob.student, prob.data, safety=0.5)
+    >>> abs(eta * spectrum(prob.student, prob.data).max - 0.5) < 1e-12
+    True
+    """
+    if not (0.0 < safety <= 1.0):
+        raise ValueError(f"safety must be in (0, 1], got {safety!r}")
+    lam = _lambda_max(net, data, seed)
+    if not (math.isfinite(lam) and lam > 0.0):
+        raise ValueError(
+            f"the Hessian has no positive eigenvalue (λ_max = {lam:.3g}), so no curvature "
+            "bounds the gradient step; pass lr explicitly"
+        )
+    return safety / lam
+
+
+# ----------------------------------------------------------------------------- objective
+def freeze_mask(net: TwoLayerNet, freeze: Sequence[str]) -> torch.Tensor:
+    """1.0 on the trained coordinates of the flat vector, 0.0 on the frozen ones.
+
+    Args:
+        net: the network (its layout says where a, W, b, c sit).
+        freeze: names among ``"a"``, ``"W"``, ``"b"``, ``"c"`` (one name or several).
+
+    Returns:
+        The mask, shape (P,), in the network's dtype and on its device.
+
+    Raises:
+        ValueError: an unknown name, or ``"b"``/``"c"`` for a network without that bias.
+
+    >>> net = TwoLayerNet([1.0, -2.0], [[0.5], [1.5]])
+    >>> freeze_mask(net, ["a"]).tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    """
+    names = (freeze,) if isinstance(freeze, str) else tuple(freeze)
+    for name in names:
+        if name not in _FREEZABLE:
+            raise ValueError(f"freeze: unknown parameter {name!r}; use 'a', 'W', 'b' or 'c'")
+    if "b" in names and net.b is None:
+        raise ValueError("freeze: 'b' given but the network has no hidden bias")
+    if "c" in names and net.c is None:
+        raise ValueError("freeze: 'c' given but the network has no output bias")
+    lay, d = net.layout, net.input_dim
+
+    def keep(name: str, *shape: int) -> torch.Tensor:
+        return torch.full(shape, float(name not in names), dtype=net.dtype, device=net.device)
+
+    w_mask = torch.cat([keep("W", lay.width, d), keep("b", lay.width, lay.aug_dim - d)], dim=1)
+    c_mask = keep("c", lay.output_dim * int(lay.output_bias))
+    return lay.join(keep("a", lay.width, lay.output_dim), w_mask, c_mask)
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """R and the masked ∇R as functions of the flat vector θ."""
+
+    template: TwoLayerNet
+    data: Dataset
+    mask: torch.Tensor
+
+    def loss(self, theta: torch.Tensor) -> float:
+        if not bool(torch.isfinite(theta).all()):
+            return math.inf
+        return loss(self.template.unflatten(theta), self.data)
+
+    def state(self, step: int, theta: torch.Tensor) -> TrainState:
+        net = self.template.unflatten(theta)
+        value, grad = loss_and_gradient(net, self.data)
+        grad = grad * self.mask
+        return TrainState(step, net, value, grad, float(torch.linalg.vector_norm(grad)))
+
+
+def _finite(state: TrainState) -> bool:
+    return math.isfinite(state.loss) and math.isfinite(state.grad_norm)
+
+
+# ---------------------------------------------------------------------------- optimizers
+class _Stepper(Protocol):
+    lr: float
+
+    def step(self, theta: torch.Tensor, state: TrainState) -> torch.Tensor | None:
+        """The next θ, or None when there is no acceptable step (gd: stalled)."""
+
+
+@dataclass
+class _GradientDescent:
+    """θ ← θ − η g; when ``adaptive``, a step that raises R is halved and retried."""
+
+    objective: _Objective
+    lr: float
+    adaptive: bool
+    seed: int
+
+    def step(self, theta: torch.Tensor, state: TrainState) -> torch.Tensor | None:
+        if not self.adaptive:
+            return theta - self.lr * state.grad
+        eps = torch.finfo(self.objective.template.dtype).eps
+        allowed = state.loss + _ROUNDING_ULPS * eps * abs(state.loss)
+        for halvings in range(_MAX_HALVINGS):
+            candidate = theta - self.lr * state.grad
+            if self.objective.loss(candidate) <= allowed:
+                return candidate
+            self.lr /= 2
+            if halvings == 0:  # re-estimate the curvature here, once per rejected step
+                lam = _lambda_max(state.net, self.objective.data, self.seed)
+                if math.isfinite(lam) and lam > 0:
+                    self.lr = min(self.lr, _SAFETY / lam)
+        return None
+
+
+class _TorchOptimizer:
+    """A ``torch.optim`` optimizer on one flat tensor whose ``.grad`` is the closed form."""
+
+    def __init__(self, objective: _Objective, theta: torch.Tensor, kind: str, lr: float) -> None:
+        self.objective, self.kind, self.lr = objective, kind, lr
+        self.param = theta.clone().requires_grad_(True)
+        self.opt: torch.optim.Optimizer
+        if kind == "adam":
+            self.opt = torch.optim.Adam([self.param], lr=lr)
+        else:  # one L-BFGS iteration per step, with up to 25 line-search evaluations
+            self.opt = torch.optim.LBFGS(
+                [self.param], lr=lr, max_iter=1, max_eval=26, tolerance_grad=0.0,
+                tolerance_change=0.0, line_search_fn="strong_wolfe",
+            )
+
+    def _closure(self) -> float:
+        theta = self.param.detach().clone()
+        if not bool(torch.isfinite(theta).all()):
+            self.param.grad = torch.zeros_like(theta)
+            return math.inf
+        st = self.objective.state(0, theta)
+        self.param.grad = st.grad
+        return st.loss
+
+    def step(self, theta: torch.Tensor, state: TrainState) -> torch.Tensor | None:
+        if self.kind == "adam":
+            self.param.grad = state.grad.clone()
+            self.opt.step()
+        else:
+            self.opt.step(self._closure)
+        return self.param.detach().clone()
+
+
+def _stepper(
+    optimizer: str, objective: _Objective, theta: torch.Tensor, lr: float | None, seed: int
+) -> _Stepper:
+    if optimizer == "gd":
+        if lr is not None:
+            return _GradientDescent(objective, lr, adaptive=False, seed=seed)
+        net = objective.template.unflatten(theta)
+        eta = safe_step_size(net, objective.data, _SAFETY, seed=seed)
+        return _GradientDescent(objective, eta, adaptive=True, seed=seed)
+    step = _DEFAULT_LR[optimizer] if lr is None else lr
+    return _TorchOptimizer(objective, theta, optimizer, step)
+
+
+# ---------------------------------------------------------------------------- main loop
+def _is_count(value: Any, minimum: int) -> bool:
+    return bool(
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+    )
+
+
+def _check_args(
+    optimizer: str, lr: float | None, steps: int, record_every: int, grad_tol: float
+) -> None:
+    if optimizer not in ("gd", "adam", "lbfgs"):
+        raise ValueError(f"optimizer must be 'gd', 'adam' or 'lbfgs', got {optimizer!r}")
+    if not grad_tol >= 0:
+        raise ValueError(f"grad_tol must be a number ≥ 0, got {grad_tol!r}")
+    if not _is_count(steps, 0):
+        raise ValueError(f"steps must be an integer ≥ 0, got {steps!r}")
+    if not _is_count(record_every, 1):
+        raise ValueError(f"record_every must be an integer ≥ 1, got {record_every!r}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+
+
+@dataclass(frozen=True)
+class _Criteria:
+    steps: int
+    grad_tol: float
+    loss_tol: float | None
+    callbacks: Sequence[Callback]
+
+    def stop_reason(self, state: TrainState) -> str | None:
+        """Why training stops at this state, or None; every callback sees every state."""
+        asked = [bool(cb(state)) for cb in self.callbacks]
+        if not _finite(state):
+            return "diverged"
+        if state.grad_norm <= self.grad_tol:
+            return "grad_tol"
+        if self.loss_tol is not None and state.loss <= self.loss_tol:
+            return "loss_tol"
+        if any(asked):
+            return "callback"
+        if state.step >= self.steps:
+            return "steps"
+        return None
+
+
+def _progress_bar(progress: bool, steps: int) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc="train", unit="step")
+
+
+def _show(bar: Any, state: TrainState) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{state.loss:.4g}", grad=f"{state.grad_norm:.2g}", refresh=False)
+
+
+def _run(
+    objective: _Objective, stepper: _Stepper, criteria: _Criteria, record_every: int, bar: Any
+) -> tuple[TrainState, str, list[tuple[int, float, float]]]:
+    """The training loop: the last state, why it stopped, and the recorded history."""
+    theta = objective.template.flatten()
+    state = objective.state(0, theta)
+    records: list[tuple[int, float, float]] = []
+    while (reason := criteria.stop_reason(state)) is None:
+        if state.step % record_every == 0:
+            records.append((state.step, state.loss, state.grad_norm))
+        new_theta = stepper.step(theta, state)
+        if new_theta is None:
+            reason = "stalled"
+            break
+        new_state = objective.state(state.step + 1, new_theta) if bool(
+            torch.isfinite(new_theta).all()) else None
+        if new_state is None or not _finite(new_state):
+            reason = "diverged"
+            break
+        theta, state = new_theta, new_state
+        _show(bar, state)
+    records.append((state.step, state.loss, state.grad_norm))
+    return state, reason, records
+
+
+def train(
+    net: TwoLayerNet,
+    data: Dataset,
+    optimizer: Optimizer = "gd",
+    lr: float | None = None,
+    steps: int = 1000,
+    *,
+    grad_tol: float = 0.0,
+    loss_tol: float | None = None,
+    freeze: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+    record_every: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``net`` on ``data`` by full-batch steps on the exact gradient ∇R(θ).
+
+    The same arguments always give the same result: ``seed`` fixes the Lanczos start vector
+    of the gd step size, and no global random state is used.
+
+    Args:
+        net: the initial network (not modified).
+        data: the training data; R(θ) = (1/n) Σ ℓ(g(θ, x_i), y_i).
+        optimizer: ``"gd"``, ``"adam"`` or ``"lbfgs"`` (see the module docstring).
+        lr: step size.  gd: None starts at :func:`safe_step_size` and halves on a rise of
+            the loss; a number is used unchanged.  Adam: 1e-2 by default; L-BFGS: 1.
+        steps: the most updates to make.
+        grad_tol: stop (converged) once ‖∇R‖ ≤ grad_tol.
+        loss_tol: stop once R ≤ loss_tol.
+        freeze: parameters to hold fixed: any of ``"a"``, ``"W"``, ``"b"``, ``"c"``.
+        callbacks: called with the :class:`TrainState` at every step, the initial one
+            included; one returning True stops training at that step.
+        record_every: record the history every this many steps (and at the last step).
+        seed: seed of the Lanczos start vector for the gd step size.
+        progress: show a tqdm progress bar with the loss and gradient norm.
+
+    Returns:
+        The :class:`TrainResult`: final network, history, steps made, converged flag,
+        stop reason and final step size.
+
+    Raises:
+        ValueError: an unknown optimizer or freeze name, steps < 0, lr ≤ 0, grad_tol < 0,
+            record_every < 1, or gd without lr where λ_max ≤ 0.
+        DataError: data whose d or K does not match the network.
+
+    >>> from saddlemap.problems import teacher_student
+    >>> prob = teacher_student(teacher_width=1, width=2, d=2, n=13, activation="tanh")
+    >>> run = train(prob.student, prob.data, optimizer="lbfgs", steps=300, grad_tol=1e-8)
+    >>> run.converged, run.stop_reason, run.grad_norm <= 1e-8
+    (True, 'grad_tol', True)
+    """
+    _check_args(optimizer, lr, steps, record_every, grad_tol)
+    loss(net, data)  # a DataError now if the data do not fit the network
+    objective = _Objective(net, data.to(net.dtype, net.device), freeze_mask(net, freeze))
+    stepper = _stepper(optimizer, objective, net.flatten(), lr, seed)
+    criteria = _Criteria(steps, grad_tol, loss_tol, tuple(callbacks))
+    bar = _progress_bar(progress, steps)
+    with bar if bar is not None else nullcontext():
+        state, reason, records = _run(objective, stepper, criteria, record_every, bar)
+    arr = np.asarray(records, dtype=np.float64)
+    history = History(arr[:, 0].astype(np.int64), arr[:, 1].copy(), arr[:, 2].copy())
+    return TrainResult(
+        net=state.net, history=history, steps=state.step,
+        converged=state.grad_norm <= grad_tol, stop_reason=reason, lr=float(stepper.lr),
+        optimizer=optimizer,
+    )
