@@ -348,16 +348,25 @@ def find_critical_point(
 
 
 def _with_drift_warning(cp: CriticalPoint, start: TwoLayerNet) -> CriticalPoint:
-    # Critical points at infinity (THEORY §9, §10.4): ‖∇R‖ decays slowly while the weights grow.
+    """Add what a refinement that stopped short says about where the critical point is."""
+    if cp.converged:
+        return cp
+    notes = []
+    ratios = cp.history[1:][-5:] / cp.history[:-1][-5:]
+    if cp.iterations >= 10 and ratios.size and float(ratios.min()) > 0.5:
+        notes.append(
+            f"refinement slowed to linear convergence (‖∇R‖ ratio {float(ratios.mean()):.3f} per "
+            "step): the nearest critical point lies far along a flat valley or at infinity"
+        )
+    # Critical points at infinity (THEORY §9, §10.4): ‖∇R‖ decays slowly while weights grow.
     before = float(start.flatten().norm())
     after = float(cp.net.flatten().norm())
-    if cp.converged or after <= 1.5 * max(before, 1.0):
-        return cp
-    note = (
-        f"the parameters grew from norm {before:.3g} to {after:.3g} while ‖∇R‖ decayed slowly: "
-        "the iterates may be heading to a critical point at infinity"
-    )
-    return dataclasses.replace(cp, warnings=(*cp.warnings, note))
+    if after > 1.5 * max(before, 1.0):
+        notes.append(
+            f"the parameters grew from norm {before:.3g} to {after:.3g}: the iterates may be "
+            "heading to a critical point at infinity"
+        )
+    return dataclasses.replace(cp, warnings=(*cp.warnings, *notes))
 
 
 def convergence_order(errors: np.ndarray, last: int = 3, floor: float = 1e-14) -> float:
