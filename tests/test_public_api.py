@@ -24,6 +24,8 @@ PUBLIC = {
     # critical points
     "CriticalPoint", "Verdict", "certify", "convergence_order", "find_critical_point",
     "grad_tolerance",
+    # geometry
+    "reduce", "Reduction", "zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint",
 }
 
 

@@ -67,8 +67,10 @@ if TYPE_CHECKING:
     )
     from .network import ParamLayout, TwoLayerNet
     from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
+    from .reduction import Reduction, reduce
     from .spectrum import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
     from .training import History, TrainResult, TrainState, safe_step_size, train
+    from .zero_set import ZeroSetPoint, project_to_zero_set, zero_set_points, zeros_1d
 
 # The public API, grouped; each name maps to the submodule that defines it.
 _GROUPS: dict[str, dict[str, list[str]]] = {
@@ -112,6 +114,10 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
             "find_critical_point", "certify", "CriticalPoint", "Verdict", "convergence_order",
             "grad_tolerance",
         ],
+    },
+    "geometry": {
+        "reduction": ["reduce", "Reduction"],
+        "zero_set": ["zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint"],
     },
     "errors": {
         "errors": ["SaddlemapError", "DataError", "ActivationError", "LossError", "ModelError"],

@@ -1,0 +1,286 @@
+"""The critical reduction operator: the minimal-width network with the same output.
+
+``reduce`` (Zhang, Zhang & Luo, arXiv:2405.17501, critical reduction operator; THEORY §4):
+
+1. canonicalise each neuron for the activation's symmetry (odd: the first nonzero
+   coordinate of w̃ positive, a flipped with it; sigmoid: the same, the constant 2aσ(0) into
+   the output bias; softplus-class: the same when the linear terms aw̃ of the flips cancel;
+   ReLU-type: scale w̃ to unit length, a·‖w̃‖ into a);
+2. group neurons with equal w̃ (within ``tol``) and sum their output weights;
+3. drop groups whose summed output weight is zero (null neurons, zero-sum groups), and
+   neurons that are the zero function (w̃ = 0 with σ(0) = 0) or a constant the output bias
+   absorbs;
+4. check the kept neurons for remaining linear dependence on probe points, and report it.
+
+Grouping sorts the neurons by a random projection of w̃ and compares only neighbours, so it
+costs O(m log m), not O(m²).
+
+>>> from saddlemap import TwoLayerNet
+>>> net = TwoLayerNet([0.3, 0.7, 0.5, -0.5], [[1.0], [1.0], [2.0], [2.0]], activation="tanh")
+>>> red = reduce(net)
+>>> red.width, red.groups, red.net.a.flatten().tolist()
+(1, ((0, 1),), [1.0])
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .activations import Symmetry
+from .network import TwoLayerNet
+
+__all__ = ["Reduction", "reduce"]
+
+
+@dataclass(frozen=True, eq=False)
+class Reduction:
+    """The reduced network and how the original neurons map onto it.
+
+    Attributes:
+        net: the reduced network, width r.
+        groups: for each kept neuron j, the original neurons merged into it.
+        assignment: for each original neuron, its kept neuron j, or -1 if dropped.
+        signs: for each original neuron, +1, or -1 where it was flipped (w̃ → −w̃).
+        dropped_null: groups dropped because their output weights sum to zero (null neurons
+            and zero-sum groups), as tuples of original neurons.
+        dropped_zero: neurons dropped as zero or constant functions.
+        tol: the tolerance for equal input weights (absolute).
+        a_tol: the tolerance for a zero summed output weight (absolute).
+        output_change: max |g_original − g_reduced| over the data and the probe points.
+        rank_deficiency: how many kept neurons (with the constant, if there is an output
+            bias) are linearly dependent on the probe points; 0 means none was found.
+        notes: what was applied and what could not be settled, in words.
+    """
+
+    net: TwoLayerNet
+    groups: tuple[tuple[int, ...], ...]
+    assignment: tuple[int, ...]
+    signs: tuple[int, ...]
+    dropped_null: tuple[tuple[int, ...], ...]
+    dropped_zero: tuple[int, ...]
+    tol: float
+    a_tol: float
+    output_change: float
+    rank_deficiency: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def width(self) -> int:
+        """r, the width of the reduced network."""
+        return self.net.width
+
+    @property
+    def original_width(self) -> int:
+        """m, the width before reduction."""
+        return len(self.assignment)
+
+    @property
+    def is_minimal(self) -> bool:
+        """Whether r is the minimal width: no dependence was left among the kept neurons."""
+        return self.rank_deficiency == 0
+
+
+def _default_tol(net: TwoLayerNet) -> float:
+    scale = max(1.0, float(net.W_aug.abs().max()) if net.width else 1.0)
+    return float(np.sqrt(torch.finfo(net.dtype).eps)) * scale
+
+
+def _canonical_signs(w_aug: torch.Tensor) -> torch.Tensor:
+    """+1 or −1 per row so that the first nonzero coordinate becomes positive."""
+    nonzero = w_aug != 0
+    first = nonzero.to(torch.uint8).argmax(1)  # 0 for an all-zero row, whose sign stays +1
+    lead = w_aug.gather(1, first.unsqueeze(1)).squeeze(1)
+    return torch.where(lead < 0, -1.0, 1.0).to(w_aug.dtype)
+
+
+@dataclass
+class _Work:
+    """Neurons being reduced: a (m, K), w̃ (m, D), output bias (K,) or None."""
+
+    a: torch.Tensor
+    w: torch.Tensor
+    c: torch.Tensor | None
+    signs: torch.Tensor
+    notes: list[str]
+    norms: torch.Tensor | None = None  # ReLU-type: original ‖w̃_k‖, restored on output
+
+
+def _canonicalise(net: TwoLayerNet, tol: float) -> _Work:
+    a, w = net.a.clone(), net.W_aug.clone()
+    c = None if net.c is None else net.c.clone()
+    ones = torch.ones(net.width, dtype=net.dtype, device=net.device)
+    work = _Work(a, w, c, ones, [])
+    sym = net.activation.symmetry
+    if sym is Symmetry.NON_ANALYTIC:
+        # ReLU-type: positively homogeneous, σ(λz) = λσ(z) for λ > 0: merge by direction.
+        norms = torch.linalg.vector_norm(w, dim=1)
+        scale = torch.where(norms > 0, norms, torch.ones_like(norms))
+        work.a, work.w, work.norms = a * scale.unsqueeze(1), w / scale.unsqueeze(1), scale
+        work.notes.append(
+            f"{net.activation.name} is not analytic: neurons merged by direction "
+            "(a·‖w̃‖ onto unit w̃); the theory's minimality does not cover it"
+        )
+        return work
+    if sym not in (Symmetry.ODD, Symmetry.ODD_PLUS_CONSTANT, Symmetry.ODD_PART_LINEAR):
+        return work
+    signs = _canonical_signs(w)
+    flipped = signs < 0
+    if not bool(flipped.any()):
+        return work
+    if sym is Symmetry.ODD_PLUS_CONSTANT:
+        # aσ(z) = −aσ(−z) + 2aσ(0): a flip leaves a constant, which only c can absorb.
+        if c is None:
+            work.notes.append("sigmoid-class neurons at ±w̃ kept apart: no output bias to absorb")
+            return work
+        sigma0 = float(net.activation.fn(torch.zeros(1, dtype=net.dtype))[0])
+        work.c = c + 2 * sigma0 * a[flipped].sum(0)
+    if sym is Symmetry.ODD_PART_LINEAR:
+        # aσ(z) = aσ(−z) + az: flips leave Σ a w̃ᵀx̃, exact only if its x-part cancels.
+        linear = a[flipped].T @ w[flipped]  # (K, D)
+        d = net.input_dim
+        if float(linear[:, :d].abs().max()) > tol * max(1.0, float(a.abs().max())):
+            work.notes.append(
+                f"{net.activation.name}-class neurons at ±w̃ kept apart: their linear parts "
+                "do not cancel"
+            )
+            return work
+        if net.b is not None and bool((linear[:, d] != 0).any()):
+            if c is None:
+                work.notes.append(f"{net.activation.name}-class flips need an output bias")
+                return work
+            work.c = c + linear[:, d]
+        # σ(−z) carries the same a: only w̃ flips
+    else:
+        work.a = a * signs.unsqueeze(1)
+    work.w = w * signs.unsqueeze(1)
+    work.signs = signs
+    return work
+
+
+def _group(w: torch.Tensor, tol: float) -> list[list[int]]:
+    """Groups of rows of w equal within tol, in O(m log m) for well-separated clusters."""
+    m = w.shape[0]
+    if m == 0:
+        return []
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(w.shape[1], generator=gen, dtype=w.dtype).to(w.device)
+    direction = direction / torch.linalg.vector_norm(direction)
+    proj = w @ direction
+    order = torch.argsort(proj)
+    gaps = proj[order].diff() > tol
+    starts = [0, *(torch.nonzero(gaps).flatten() + 1).tolist(), m]
+    groups: list[list[int]] = []
+    for lo, hi in itertools.pairwise(starts):
+        block = order[lo:hi]
+        while block.numel():
+            ref = w[block[0]]
+            close = torch.linalg.vector_norm(w[block] - ref, dim=1) <= tol
+            groups.append(block[close].tolist())
+            block = block[~close]
+    return sorted(groups, key=lambda g: min(g))
+
+
+def _probe_inputs(net: TwoLayerNet, X: torch.Tensor | None, num: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    probes = torch.randn(num, net.input_dim, generator=gen, dtype=net.dtype).to(net.device)
+    return probes if X is None else torch.cat([X.to(net.dtype).to(net.device), probes])
+
+
+def _rank_deficiency(net: TwoLayerNet, X: torch.Tensor) -> tuple[int, float]:
+    """Columns of [σ(X̃W̃ᵀ), 1] minus their numerical rank, and the smallest singular value."""
+    features = net.activation(net.augment(X) @ net.W_aug.T)
+    if net.c is not None:
+        features = torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
+    if features.shape[1] == 0:
+        return 0, float("inf")
+    sv = torch.linalg.svdvals(features)
+    cutoff = float(sv[0]) * max(features.shape) * torch.finfo(net.dtype).eps * 1e3
+    return int((sv <= cutoff).sum()), float(sv[-1])
+
+
+def reduce(
+    net: TwoLayerNet,
+    X: torch.Tensor | None = None,
+    tol: float | None = None,
+    a_tol: float | None = None,
+    num_probes: int = 64,
+    check_rank: bool = True,
+) -> Reduction:
+    """Apply the critical reduction operator to ``net`` (see the module docstring).
+
+    Args:
+        net: the network to reduce.
+        X: data inputs; the output change and the dependence check use them with
+            ``num_probes`` random Gaussian probe points.
+        tol: equal-weight tolerance; default √ε · max(1, max|w̃|).
+        a_tol: zero output-weight tolerance; default √ε · max(1, max|a|).
+        num_probes: random probe inputs for the checks.
+        check_rank: look for remaining linear dependence (an SVD of size probes × r).
+    """
+    tol = _default_tol(net) if tol is None else tol
+    eps_sqrt = float(np.sqrt(torch.finfo(net.dtype).eps))
+    if a_tol is None:
+        a_tol = eps_sqrt * max(1.0, float(net.a.abs().max()) if net.width else 1.0)
+    work = _canonicalise(net, tol)
+    sigma0 = float(net.activation.fn(torch.zeros(1, dtype=net.dtype))[0])
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    kept_groups: list[tuple[int, ...]] = []
+    dropped_null: list[tuple[int, ...]] = []
+    dropped_zero: list[int] = []
+    assignment = [-1] * net.width
+    for group in _group(work.w, tol):
+        rep = max(group, key=lambda k: float(torch.linalg.vector_norm(work.a[k])))
+        a_sum = work.a[group].sum(0)
+        w_rep = work.w[rep]
+        if work.norms is not None:  # back to the representative's own scale
+            a_sum, w_rep = a_sum / work.norms[rep], w_rep * work.norms[rep]
+        if float(torch.linalg.vector_norm(a_sum)) <= a_tol:
+            dropped_null.append(tuple(group))
+            continue
+        if float(torch.linalg.vector_norm(w_rep)) <= tol:
+            if sigma0 == 0.0:
+                dropped_zero.extend(group)
+                continue
+            if work.c is not None:  # a constant neuron a σ(0): into the output bias
+                work.c = work.c + sigma0 * a_sum
+                dropped_zero.extend(group)
+                continue
+        for k in group:
+            assignment[k] = len(kept)
+        kept.append((a_sum, w_rep))
+        kept_groups.append(tuple(group))
+    reduced = _build(net, kept, work.c)
+    probes = _probe_inputs(net, X, num_probes)
+    with torch.no_grad():
+        change = float((net(probes) - reduced(probes)).abs().max()) if probes.numel() else 0.0
+    deficiency = 0
+    if check_rank and reduced.width:
+        probes = _probe_inputs(net, X, max(num_probes, 2 * reduced.width + 8))
+        deficiency, smallest = _rank_deficiency(reduced, probes)
+        if deficiency:
+            work.notes.append(
+                f"{deficiency} kept neuron(s) remain linearly dependent on the probe points "
+                f"(smallest singular value {smallest:.2e}): the width is not minimal"
+            )
+    if net.activation.symmetry is Symmetry.POLYNOMIAL:
+        work.notes.append(f"{net.activation.name} is a polynomial: outside the theory")
+    return Reduction(
+        reduced, tuple(kept_groups), tuple(assignment),
+        tuple(int(s) for s in work.signs.tolist()), tuple(dropped_null),
+        tuple(sorted(dropped_zero)), tol, a_tol, change, deficiency, tuple(work.notes),
+    )
+
+
+def _build(
+    net: TwoLayerNet, kept: list[tuple[torch.Tensor, torch.Tensor]], c: torch.Tensor | None
+) -> TwoLayerNet:
+    K, D, d = net.output_dim, net.W_aug.shape[1], net.input_dim
+    a = torch.stack([k[0] for k in kept]) if kept else net.a.new_zeros(0, K)
+    w = torch.stack([k[1] for k in kept]) if kept else net.W_aug.new_zeros(0, D)
+    return TwoLayerNet(
+        a, w[:, :d], b=w[:, d] if net.b is not None else None, c=c, activation=net.activation
+    )
