@@ -25,7 +25,8 @@ PUBLIC = {
     "CriticalPoint", "Verdict", "certify", "convergence_order", "find_critical_point",
     "grad_tolerance",
     # geometry
-    "reduce", "Reduction", "zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint",
+    "reduce", "Reduction", "CriticalSet", "Branch", "Decomposition", "count_patterns",
+    "zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint",
 }
 
 

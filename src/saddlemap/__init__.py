@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         find_critical_point,
         grad_tolerance,
     )
+    from .critical_set import Branch, CriticalSet, Decomposition, count_patterns
     from .data import Dataset
     from .derivatives import (
         HessianOperator,
@@ -117,6 +118,7 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "geometry": {
         "reduction": ["reduce", "Reduction"],
+        "critical_set": ["CriticalSet", "Branch", "Decomposition", "count_patterns"],
         "zero_set": ["zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint"],
     },
     "errors": {
