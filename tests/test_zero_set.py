@@ -25,6 +25,14 @@ def test_worked_example_zeros() -> None:
     assert zeros[2].u[0] == pytest.approx(W_STAR, abs=1e-4)
 
 
+def test_simple_zero_at_the_origin_survives_rounding() -> None:
+    # σ(0) = 0 makes every term of φ vanish at u = 0; a root found as 1e-17 is still a zero
+    cp = sm.find_critical_point(sm.TwoLayerNet([0.6], [[1.4]]), sm.Dataset(X_WORKED, Y_WORKED))
+    rf = sm.residual_function(cp.net, sm.Dataset(X_WORKED, Y_WORKED))
+    zeros = zeros_1d(rf)
+    assert len(zeros) == 3 and abs(zeros[1].u[0]) < 1e-12 and zeros[1].regular
+
+
 def test_two_outputs_share_zeros_when_components_agree() -> None:
     data = sm.Dataset(X_WORKED, torch.tensor([Y_WORKED, Y_WORKED]).T)
     rf = sm.residual_function(sm.TwoLayerNet([[A_STAR, A_STAR]], [[W_STAR]]), data)

@@ -61,13 +61,21 @@ def _scale(rf: ResidualFunction) -> float:
 
 
 def _on_zero_set(rf: ResidualFunction, u: torch.Tensor, tol: float) -> bool:
-    """‖φ(u)‖ ≤ tol · Σ_i ‖e_i‖ |σ(uᵀx̃_i)|: zero by cancellation of its terms.
+    """Whether φ(u) = 0 to ``tol``, by cancellation or by a negligible Newton distance.
 
-    Measuring against the terms' own size, not against Σ‖e_i‖, refuses "zeros at infinity"
-    where every term decays (exp neurons as uᵀx → −∞).
+    ‖φ(u)‖ ≤ tol · Σ_i ‖e_i‖ |σ(uᵀx̃_i)| (zero by cancellation of its terms), or the
+    Newton distance ‖φ(u)‖/‖∇φ(u)‖₂ ≤ tol · (1 + ‖u‖) (at u = 0 with σ(0) = 0 every
+    term vanishes, yet the zero is simple).  Measuring against the terms' own size refuses the
+    "zeros at infinity" of decaying or saturating activations, where ∇φ fades with φ.
     """
-    terms = rf.e.abs().sum(1) @ rf.activation_fns[0](rf.X @ u.reshape(-1)).abs()
-    return float(torch.linalg.vector_norm(rf.phi(u))) <= tol * float(terms)
+    u = u.reshape(-1)
+    phi = rf.phi(u)
+    terms = rf.e.abs().sum(1) @ rf.activation_fns[0](rf.X @ u).abs()
+    if float(torch.linalg.vector_norm(phi)) <= tol * float(terms):
+        return True
+    slope = float(torch.linalg.matrix_norm(rf.grad(u), ord=2))
+    distance = float(torch.linalg.vector_norm(phi)) / slope if slope > 0 else float("inf")
+    return distance <= tol * (1 + float(u.norm()))
 
 
 def _point(rf: ResidualFunction, u: torch.Tensor, grad_rtol: float) -> ZeroSetPoint:
@@ -88,12 +96,13 @@ def project_to_zero_set(
     """
     u = torch.as_tensor(u0, dtype=rf.X.dtype, device=rf.X.device).clone()
     for _ in range(max_iter):
-        if _on_zero_set(rf, u, tol):
-            return u
         phi = rf.phi(u)
+        terms = rf.e.abs().sum(1) @ rf.activation_fns[0](rf.X @ u).abs()
+        if float(torch.linalg.vector_norm(phi)) <= tol * float(terms):
+            return u  # zero by cancellation: as precise as φ's terms allow
         step = torch.linalg.lstsq(rf.grad(u), phi.unsqueeze(1), rcond=None).solution[:, 0]
-        if not bool(torch.isfinite(step).all()):
-            return None
+        if not bool(torch.isfinite(step).all()) or float(step.norm()) == 0.0:
+            break
         u = u - step
     return u if _on_zero_set(rf, u, tol) else None
 
