@@ -27,6 +27,11 @@ PUBLIC = {
     # geometry
     "reduce", "Reduction", "CriticalSet", "Branch", "Decomposition", "count_patterns",
     "zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint",
+    "Embedding", "split", "null_copy", "add_null_neuron", "add_zero_sum_group",
+    "three_fold_split", "compose",
+    # saddles
+    "classify", "Classification", "Kind", "EscapeCurve", "SplitRule", "splitting_rule",
+    "escape", "EscapeResult",
 }
 
 

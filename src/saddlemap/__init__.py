@@ -56,7 +56,17 @@ if TYPE_CHECKING:
         residual_function,
         residuals,
     )
+    from .embedding import (
+        Embedding,
+        add_null_neuron,
+        add_zero_sum_group,
+        compose,
+        null_copy,
+        split,
+        three_fold_split,
+    )
     from .errors import ActivationError, DataError, LossError, ModelError, SaddlemapError
+    from .escape import EscapeResult, escape
     from .losses import (
         BinaryCrossEntropy,
         CrossEntropy,
@@ -69,6 +79,7 @@ if TYPE_CHECKING:
     from .network import ParamLayout, TwoLayerNet
     from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
     from .reduction import Reduction, reduce
+    from .saddles import Classification, EscapeCurve, Kind, SplitRule, classify, splitting_rule
     from .spectrum import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
     from .training import History, TrainResult, TrainState, safe_step_size, train
     from .zero_set import ZeroSetPoint, project_to_zero_set, zero_set_points, zeros_1d
@@ -119,6 +130,15 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
     "geometry": {
         "reduction": ["reduce", "Reduction"],
         "critical_set": ["CriticalSet", "Branch", "Decomposition", "count_patterns"],
+        "embedding": [
+            "Embedding", "split", "null_copy", "add_null_neuron", "add_zero_sum_group",
+            "three_fold_split", "compose",
+        ],
+    },
+    "saddles": {
+        "saddles": ["classify", "Classification", "Kind", "EscapeCurve", "SplitRule",
+                    "splitting_rule"],
+        "escape": ["escape", "EscapeResult"],
         "zero_set": ["zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint"],
     },
     "errors": {

@@ -1,0 +1,176 @@
+"""Escape from a saddle: build the way down, check it, step off, and find where it leads.
+
+``escape`` classifies the point (:func:`saddlemap.classify`), takes the best witness —
+the negative-curvature direction of a strict saddle, or the escape curve of a non-strict one
+(THEORY §7.1: the loss falls by exactly ‖φ‖²/(2M) for the squared loss) — scans the loss
+along it on both sides, steps to the lowest point found, trains from there and refines to the
+next critical point, and reports the whole path.  A point with no second-order way down
+(a local minimum, or undetermined) can be widened by the three-fold split of the Embedding
+Principle (``widen=True``), which turns a critical point with some K_j ≠ 0 into a strict
+saddle of the wider network (THEORY §7.4).
+
+>>> from saddlemap import Dataset, TwoLayerNet
+>>> data = Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
+>>> a, w = 0.610515537972, 1.433931221329
+>>> out = escape(TwoLayerNet([2 * a, -a], [[w], [w]]), data, steps=200)
+>>> out.escaped, out.loss_after_step < out.loss_before, out.method
+(True, True, 'negative-curvature direction')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .critical_points import CriticalPoint, find_critical_point
+from .data import Dataset
+from .derivatives import loss
+from .network import TwoLayerNet
+from .reduction import reduce
+from .saddles import Classification, Kind, classify
+from .training import train
+
+__all__ = ["EscapeResult", "escape"]
+
+
+@dataclass(frozen=True, eq=False)
+class EscapeResult:
+    """The way out of a saddle and where it led.
+
+    Attributes:
+        start: the classification of the starting point (kind, witness, evidence).
+        method: ``"negative-curvature direction"``, ``"escape curve"``, ``"three-fold split"``
+            or ``"none"``.
+        path_t: the step parameters scanned along the direction or curve.
+        path_loss: R at each of them (the "down on one side, up on the other" picture).
+        step: the parameter t taken.
+        loss_before: R at the start.
+        loss_after_step: R right after the step.
+        end: the certificate of the critical point reached after training and refinement.
+        end_width: the minimal width of the end point (its reduction).
+        escaped: whether the end point has a strictly lower loss than the start.
+        notes: what happened, in words.
+    """
+
+    start: Classification
+    method: str
+    path_t: np.ndarray
+    path_loss: np.ndarray
+    step: float
+    loss_before: float
+    loss_after_step: float
+    end: CriticalPoint | None
+    end_width: int | None
+    escaped: bool
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """What the escape did, a few lines."""
+        lines = [f"start: {self.start.kind.value}; escape by {self.method}"]
+        if self.method != "none":
+            lines.append(
+                f"R: {self.loss_before:.10g} → {self.loss_after_step:.10g} after the step "
+                f"(t = {self.step:.3g})"
+            )
+        if self.end is not None:
+            lines.append(
+                f"→ {self.end.verdict.value} at R = {self.end.loss:.10g}, minimal width "
+                f"{self.end_width}"
+            )
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _scan(
+    point: object, data: Dataset, scale: float, num: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """R at t = ±scale · 2^-k, k = 0..num−1, along t ↦ point(t), sorted by t."""
+    mags = scale * 2.0 ** -np.arange(num)
+    ts = np.sort(np.concatenate([-mags, [0.0], mags]))
+    losses = np.array([loss(point(float(t)), data) for t in ts])  # type: ignore[operator]
+    return ts, losses
+
+
+def escape(
+    net: TwoLayerNet,
+    data: Dataset,
+    *,
+    widen: bool = False,
+    optimizer: str = "lbfgs",
+    steps: int = 2000,
+    refine: bool = True,
+    zero_rtol: float | None = None,
+) -> EscapeResult:
+    """Escape from the critical point ``net`` and follow training to the next one.
+
+    Args:
+        net: a critical point (a strict or non-strict saddle, or any point: the result says
+            what it is).
+        data: the data.
+        widen: when there is no second-order way down, apply the three-fold split and
+            escape in the wider network.
+        optimizer: how to train after the step (``"lbfgs"``, ``"gd"``, ``"adam"``).
+        steps: training steps after the step.
+        refine: refine the trained point to a critical point and certify it.
+        zero_rtol: relative zero tolerance for the spectra.
+    """
+    start = classify(net, data, zero_rtol=zero_rtol)
+    before = loss(net, data)
+    scale = 0.5 * max(1.0, float(net.flatten().abs().max()))
+    if start.kind is Kind.STRICT_SADDLE and start.direction is not None:
+        theta, v = net.flatten(), start.direction
+
+        def along(t: float) -> TwoLayerNet:
+            return net.unflatten(theta + t * v)
+
+        method, point = "negative-curvature direction", along
+    elif start.kind is Kind.NON_STRICT_SADDLE and start.curve is not None:
+        method, point = "escape curve", start.curve.point
+    elif widen and start.kind in (Kind.LOCAL_MINIMUM, Kind.UNDETERMINED):
+        return _escape_widened(net, data, start, optimizer, steps, refine, zero_rtol)
+    else:
+        why = "not critical: keep training" if start.kind is Kind.NOT_CRITICAL else (
+            "no second-order way down; try widen=True"
+        )
+        return EscapeResult(start, "none", np.zeros(0), np.zeros(0), 0.0, before, before,
+                            None, None, False, (why,))
+    ts, losses = _scan(point, data, scale)
+    best = int(np.argmin(losses))
+    if losses[best] >= before:
+        return EscapeResult(start, method, ts, losses, 0.0, before, before, None, None, False,
+                            ("no decrease found along the witness at the scanned steps",))
+    stepped = point(float(ts[best]))
+    end, width, notes = _follow(stepped, data, optimizer, steps, refine)
+    escaped = end is not None and end.loss < before
+    return EscapeResult(start, method, ts, losses, float(ts[best]), before,
+                        float(losses[best]), end, width, escaped, tuple(notes))
+
+
+def _follow(
+    net: TwoLayerNet, data: Dataset, optimizer: str, steps: int, refine: bool
+) -> tuple[CriticalPoint | None, int | None, list[str]]:
+    run = train(net, data, optimizer=optimizer, steps=steps, grad_tol=1e-9)  # type: ignore[arg-type]
+    notes = [f"trained {run.steps} {optimizer} steps to R = {run.loss:.10g}"]
+    if not refine:
+        return None, None, notes
+    end = find_critical_point(run.net, data)
+    width = reduce(end.net, data.X).width
+    if not end.converged:
+        notes.append("the trained point did not refine to a critical point: " + end.verdict.value)
+    return end, width, notes
+
+
+def _escape_widened(
+    net: TwoLayerNet, data: Dataset, start: Classification, optimizer: str, steps: int,
+    refine: bool, zero_rtol: float | None,
+) -> EscapeResult:
+    from .embedding import three_fold_split
+
+    wide = three_fold_split(net).net
+    inner = escape(wide, data, widen=False, optimizer=optimizer, steps=steps, refine=refine,
+                   zero_rtol=zero_rtol)
+    notes = (f"three-fold split to width {wide.width}: {inner.start.kind.value}", *inner.notes)
+    return EscapeResult(start, "three-fold split", inner.path_t, inner.path_loss, inner.step,
+                        loss(net, data), inner.loss_after_step, inner.end, inner.end_width,
+                        inner.escaped, notes)

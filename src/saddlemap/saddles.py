@@ -1,0 +1,326 @@
+"""Which critical points are saddles, with a witness a user can check (THEORY §7).
+
+The main theorem of Zhang, Zhang & Luo (arXiv:2405.17501): if the output function f of a
+non-global critical set can be computed by a narrower network, Q_m(f) contains saddle
+branches.  The constructive proofs give the witnesses used here:
+
+* a **null neuron** (a_k = 0) at a regular point of Z_f (g = ∇φ(w̃_k) ≠ 0): the direction
+  v = (δa_k = −‖g‖²/A, δw̃_k = g), A = Σ_i h_i σ(w̃_kᵀx̃_i)², has vᵀHv = −‖g‖⁴/A < 0;
+* a null neuron at a singular point of Z_f: a *non-strict* saddle; along the curve
+  w̃_k(t) = w̃_k + t u, a_k(t) = −φ(w̃_k(t))/M(w̃_k(t)), M(w̃) = (1/n) Σ σ(w̃ᵀx̃_i)², the
+  squared loss falls by exactly ‖φ(w̃_k(t))‖²/(2M(w̃_k(t))) (u: an eigenvector of the
+  Hessian of φ with a nonzero eigenvalue);
+* a **split cluster** j with output-weight ratios ρ_c (Σρ_c = 1) and K_j = G_{a_j*}(w̃_j*):
+  along copies' input-weight perturbations u_c with Σ ρ_c u_c = 0 the curvature is
+  Σ ρ_c u_cᵀ K_j u_c (Fukumizu & Amari 2000).  On that subspace diag(ρ) has (P₊ − 1)
+  positive and N₋ negative directions (P₊, N₋: positive and negative ratios), so the point
+  is a strict saddle iff (N₋ > 0 and K_j has a positive eigenvalue) or (P₊ > 1 and K_j has
+  a negative one).
+
+>>> from saddlemap import Dataset, TwoLayerNet
+>>> data = Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
+>>> a, w = 0.610515537972, 1.433931221329
+>>> classify(TwoLayerNet([2 * a, -a], [[w], [w]]), data).kind.value
+'strict saddle'
+>>> classify(TwoLayerNet([0.5 * a, 0.5 * a], [[w], [w]]), data).kind.value
+'local minimum'
+>>> classify(TwoLayerNet([a, 0.0], [[w], [w]]), data).kind.value
+'non-strict saddle'
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .critical_points import CriticalPoint, Verdict, certify
+from .critical_set import CriticalSet, Decomposition
+from .data import Dataset
+from .derivatives import hessian, residual_function
+from .network import TwoLayerNet
+
+__all__ = [
+    "Classification",
+    "EscapeCurve",
+    "Kind",
+    "SplitRule",
+    "classify",
+    "splitting_rule",
+]
+
+
+class Kind(enum.Enum):
+    """What a critical point is, settled by the spectrum and the theory together."""
+
+    STRICT_SADDLE = "strict saddle"
+    NON_STRICT_SADDLE = "non-strict saddle"
+    LOCAL_MINIMUM = "local minimum"
+    UNDETERMINED = "undetermined at second order"
+    NOT_CRITICAL = "not critical"
+
+
+@dataclass(frozen=True, eq=False)
+class EscapeCurve:
+    """θ(t) for a null neuron at a singular point of Z_f: w̃_k + t u, a_k = −φ/M.
+
+    ``loss_drop(t)`` is the decrease R(θ) − R(θ(t)) = ‖φ‖²/(2M), exact for the squared loss
+    (R is then quadratic in a_k with curvature M); for other losses it is the second-order
+    model of that decrease.
+    """
+
+    net: TwoLayerNet
+    data: Dataset
+    neuron: int
+    direction: torch.Tensor  # u, unit, in augmented coordinates
+
+    def point(self, t: float) -> TwoLayerNet:
+        """θ(t): the null neuron moved to w̃_k + t u with its optimal output weight."""
+        w = self.net.W_aug[self.neuron] + t * self.direction
+        phi, M = _phi_and_mass(self.net, self.data, w)
+        a = self.net.a.clone()
+        a[self.neuron] = -phi / M
+        W = self.net.W_aug.clone()
+        W[self.neuron] = w
+        d = self.net.input_dim
+        return self.net.replace(a=a, W=W[:, :d], b=W[:, d] if self.net.b is not None else None)
+
+    def loss_drop(self, t: float) -> float:
+        """‖φ(w̃_k(t))‖²/(2M(w̃_k(t))): the decrease of R along the curve (squared loss)."""
+        w = self.net.W_aug[self.neuron] + t * self.direction
+        phi, M = _phi_and_mass(self.net, self.data, w)
+        return float(phi @ phi) / (2 * M)
+
+
+def _phi_and_mass(net: TwoLayerNet, data: Dataset, w: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """φ(w̃) and M(w̃) = (1/n) Σ σ(w̃ᵀx̃_i)², the curvature of R in a null neuron's a."""
+    rf = residual_function(net, data)
+    s = net.activation(rf.X @ w)
+    return rf.phi(w), float((s * s).sum()) / rf.X.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class SplitRule:
+    """Fukumizu–Amari rule for one neuron j of θ*: K_j, its inertia, the splitting line.
+
+    For a two-way split (λa_j*, w̃_j*), ((1 − λ)a_j*, w̃_j*) the curvature along
+    (δw̃ = (1 − λ)ξ, δw̃' = −λξ) is λ(1 − λ) ξᵀK_jξ; ``intervals`` labels the λ-line.
+    """
+
+    neuron: int
+    K: torch.Tensor
+    eigenvalues: np.ndarray
+    zero_tol: float
+    intervals: tuple[tuple[float, float, str], ...]
+
+    @property
+    def inertia(self) -> tuple[int, int, int]:
+        """(n₊, n₀, n₋) of K_j."""
+        lam = self.eigenvalues
+        tol = self.zero_tol
+        return int((lam > tol).sum()), int((abs(lam) <= tol).sum()), int((lam < -tol).sum())
+
+    def curvature_sign_for(self, ratios: np.ndarray) -> str:
+        """'negative' if some split direction has negative curvature for these ratios."""
+        pos, _, neg = self.inertia
+        n_pos = int((ratios > 0).sum())
+        n_neg = int((ratios < 0).sum())
+        return "negative" if (n_neg > 0 and pos > 0) or (n_pos > 1 and neg > 0) else "none"
+
+
+def splitting_rule(star: TwoLayerNet, data: Dataset, zero_rtol: float = 1e-8) -> list[SplitRule]:
+    """K_j = G_{a_j*}(w̃_j*) and the labelled splitting line for every neuron of ``star``.
+
+    Intervals (THEORY §7.3): K_j indefinite: strict saddle for λ ∉ {0, 1}; K_j ≻ 0: strict
+    saddle outside [0, 1], local minimum inside if θ* is a strict local minimum; K_j ≺ 0: the
+    reverse; semidefinite singular: strict on the side where λ(1 − λ)ξᵀKξ < 0 is possible,
+    undetermined on the other; λ ∈ {0, 1}: non-strict saddle.
+    """
+    rf = residual_function(star, data)
+    rules = []
+    for j in range(star.width):
+        K = rf.G(star.W_aug[j], star.a[j])
+        lam = torch.linalg.eigvalsh(K).cpu().numpy()
+        tol = zero_rtol * max(float(np.abs(lam).max()), float(rf.e.abs().sum()))
+        pos, neg = bool((lam > tol).any()), bool((lam < -tol).any())
+        inside = "strict saddle" if neg else "local minimum (if θ* is a strict minimum)"
+        outside = "strict saddle" if pos else "undetermined at second order"
+        if pos and not neg and not bool((abs(lam) <= tol).any()):
+            inside = "local minimum (if θ* is a strict minimum)"
+        if not pos and not neg:
+            inside = outside = "undetermined at second order"
+        intervals = (
+            (-np.inf, 0.0, outside), (0.0, 0.0, "non-strict saddle"), (0.0, 1.0, inside),
+            (1.0, 1.0, "non-strict saddle"), (1.0, np.inf, outside),
+        )
+        rules.append(SplitRule(j, K, lam, tol, intervals))
+    return rules
+
+
+@dataclass(frozen=True, eq=False)
+class Classification:
+    """A verdict with its witness.
+
+    Attributes:
+        kind: the :class:`Kind`.
+        certificate: gradient, spectrum and warnings of the point.
+        direction: a unit direction v with negative curvature (strict saddles), else None.
+        curvature: vᵀHv for ``direction``.
+        curve: the escape curve of a non-strict saddle, else None.
+        evidence: what was checked, in words.
+    """
+
+    kind: Kind
+    certificate: CriticalPoint
+    direction: torch.Tensor | None = None
+    curvature: float | None = None
+    curve: EscapeCurve | None = None
+    evidence: tuple[str, ...] = field(default=())
+
+    def summary(self) -> str:
+        """The verdict and its evidence, a few lines."""
+        lines = [self.kind.value, *(f"- {e}" for e in self.evidence)]
+        return "\n".join(lines)
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / torch.linalg.vector_norm(v)
+
+
+def _null_witness(
+    net: TwoLayerNet, data: Dataset, k: int, H: torch.Tensor, grad_tol: float
+) -> tuple[torch.Tensor | None, EscapeCurve | None, str]:
+    """Direction (regular point of Z_f) or escape curve (singular point) for null neuron k."""
+    rf = residual_function(net, data)
+    w = net.W_aug[k]
+    g = float(torch.linalg.matrix_norm(rf.grad(w)))
+    if g > 1e3 * grad_tol:
+        # Neuron k's block is [[Σ σ² h_i, ∇φ], [∇φᵀ, 0]]: indefinite when ∇φ ≠ 0 (for the
+        # squared loss its minimum is −‖g‖⁴/A along (−‖g‖²/A, g), THEORY §7.2).
+        sl = net.layout.neuron_slice(k)
+        lam, vecs = torch.linalg.eigh(H[sl, sl])
+        v = torch.zeros(net.num_params, dtype=net.dtype, device=net.device)
+        v[sl] = vecs[:, 0]
+        return v, None, (
+            f"null neuron {k} at a regular point of Z_f (‖∇φ‖ = {g:.2e}): its own Hessian "
+            f"block has eigenvalue {float(lam[0]):.3e}"
+        )
+    # singular point: φ(w̃ + tu) ≈ ½t² uᵀ∇²φ u, so take u along the largest curvature of φ
+    K = net.output_dim
+    eye = torch.eye(K, dtype=net.dtype, device=net.device)
+    best = max(
+        (torch.linalg.eigh(rf.G(w, eye[c])) for c in range(K)),
+        key=lambda pair: float(pair[0].abs().max()),
+    )
+    u = best[1][:, int(best[0].abs().argmax())]
+    return None, EscapeCurve(net, data, k, _unit(u)), (
+        f"null neuron {k} at a singular point of Z_f (‖∇φ‖ = {g:.1e}): non-strict; escape "
+        "curve w̃_k + tu with a_k = −φ/M"
+    )
+
+
+def _split_witness(
+    star: TwoLayerNet, rule: SplitRule, members: list[int], ratios: np.ndarray,
+    net: TwoLayerNet, signs: tuple[int, ...],
+) -> torch.Tensor | None:
+    """A direction of negative curvature within cluster ``members``, or None."""
+    pos, _, neg = rule.inertia
+    _lam, vecs = np.linalg.eigh(rule.K.cpu().numpy())
+    n_pos, n_neg = ratios > 0, ratios < 0
+    if n_neg.any() and pos > 0:
+        xi = vecs[:, -1]
+        P, N = ratios[n_pos].sum(), -ratios[n_neg].sum()
+        coef = np.where(n_neg, 1.0, np.where(n_pos, N / P, 0.0))  # Σ ρ_c coef_c = 0
+    elif n_pos.sum() > 1 and neg > 0:
+        xi = vecs[:, 0]
+        first, second = np.nonzero(n_pos)[0][:2]
+        coef = np.zeros_like(ratios)
+        coef[first], coef[second] = 1.0, -ratios[first] / ratios[second]
+    else:
+        return None
+    lay = net.layout
+    v = torch.zeros(lay.num_params, dtype=net.dtype, device=net.device)
+    for c, k in enumerate(members):
+        block = v[lay.neuron_slice(k)]
+        block[net.output_dim :] = signs[k] * coef[c] * torch.as_tensor(xi, dtype=net.dtype)
+    return _unit(v)
+
+
+def classify(net: TwoLayerNet, data: Dataset, zero_rtol: float | None = None) -> Classification:
+    """Classify a point with the spectrum and the saddle theory (THEORY §7).
+
+    Order of evidence: not critical → negative eigenvalue (strict saddle, its eigenvector) →
+    theory for PSD Hessians: a null neuron (strict with a constructed direction at a regular
+    point of Z_f; non-strict with an escape curve at a singular one), a split cluster
+    (Fukumizu–Amari) → local minimum when θ* is a strict minimum and every split has
+    K_j ≻ 0 with positive ratios → otherwise undetermined, saying what was checked.
+    """
+    cert = certify(net, data, zero_rtol=zero_rtol)
+    evidence = []
+    if not net.activation.analytic:
+        evidence.append(
+            f"{net.activation.name} is not analytic: second-order verdicts hold only off kinks"
+        )
+    if not cert.converged:
+        return Classification(Kind.NOT_CRITICAL, cert, evidence=(
+            *evidence, f"‖∇R‖ = {cert.grad_norm:.2e} > {cert.grad_tol:.1e} ({cert.verdict.value})"
+        ))
+    spec = cert.spectrum
+    H = hessian(net, data)
+    if cert.verdict is Verdict.STRICT_SADDLE and spec.eigenvectors is not None:
+        v = torch.as_tensor(spec.eigenvectors[:, 0], dtype=net.dtype, device=net.device)
+        return Classification(
+            Kind.STRICT_SADDLE, cert, _unit(v), float(v @ H @ v),
+            evidence=(*evidence, f"λ_min = {spec.min:.3e} < −{spec.zero_tol:.1e}: eigenvector"),
+        )
+    cs = CriticalSet(net, data, check=False)
+    dec = cs.decompose(net)
+    if not dec.ok:
+        evidence.append("the network does not decompose into Q_m(f): " + "; ".join(dec.reasons))
+        kind = Kind.LOCAL_MINIMUM if cert.verdict is Verdict.STRICT_MINIMUM else Kind.UNDETERMINED
+        return Classification(kind, cert, evidence=tuple(evidence))
+    return _classify_psd(net, data, cert, cs, dec, H, evidence)
+
+
+def _classify_psd(
+    net: TwoLayerNet, data: Dataset, cert: CriticalPoint, cs: CriticalSet, dec: Decomposition,
+    H: torch.Tensor, evidence: list[str],
+) -> Classification:
+    for k in dec.nulls:
+        v, curve, note = _null_witness(net, data, k, H, cert.grad_tol)
+        if v is not None:
+            return Classification(Kind.STRICT_SADDLE, cert, v, float(v @ H @ v),
+                                  evidence=(*evidence, note))
+        return Classification(Kind.NON_STRICT_SADDLE, cert, curve=curve, evidence=(*evidence, note))
+    rules = splitting_rule(cs.star, data)
+    star_cert = certify(cs.star, data)
+    all_definite = True
+    for j, members in enumerate(dec.clusters):
+        if len(members) < 2:
+            continue
+        a_canon = np.array([dec.signs[k] * float(net.a[k] @ cs.star.a[j]) for k in members])
+        ratios = a_canon / float(cs.star.a[j] @ cs.star.a[j])
+        if (np.abs(ratios) <= 1e-12).any():
+            k = members[int(np.argmin(np.abs(ratios)))]
+            _, curve, note = _null_witness(net, data, k, H, cert.grad_tol)
+            return Classification(Kind.NON_STRICT_SADDLE, cert, curve=curve,
+                                  evidence=(*evidence, f"ratio 0 in cluster {j}: " + note))
+        v = _split_witness(cs.star, rules[j], list(members), ratios, net, dec.signs)
+        if v is not None:
+            return Classification(Kind.STRICT_SADDLE, cert, v, float(v @ H @ v), evidence=(
+                *evidence, f"cluster {j} split with ratios {np.round(ratios, 4).tolist()}, "
+                f"K_j inertia {rules[j].inertia}: Fukumizu–Amari direction",
+            ))
+        _pos, zero, neg = rules[j].inertia
+        all_definite &= zero == 0 and neg == 0 and bool((ratios > 0).all())
+    if all_definite and star_cert.verdict is Verdict.STRICT_MINIMUM:
+        return Classification(Kind.LOCAL_MINIMUM, cert, evidence=(
+            *evidence, "θ* is a strict local minimum and every split cluster has K_j ≻ 0 with "
+            "ratios in (0, 1): a local minimum, flat along the branch (Fukumizu–Amari)",
+        ))
+    return Classification(Kind.UNDETERMINED, cert, evidence=(
+        *evidence, f"PSD Hessian; θ* is {star_cert.verdict.value}; split clusters have no "
+        "negative-curvature direction at second order",
+    ))
