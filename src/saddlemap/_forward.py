@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +32,19 @@ class Forward:
     e: torch.Tensor
     ea: torch.Tensor
 
+    @functools.cached_property
+    def eaS2(self) -> torch.Tensor:
+        """(aᵀe_i) σ''(w̃_kᵀx̃_i), shape (n_b, m): the coefficient of G in the Hessian."""
+        return self.ea * self.S2
+
+    @functools.cached_property
+    def grad_phi(self) -> torch.Tensor:
+        """∇φ(w̃_k) on this block, shape (m, K, D): rows Σ_i e_ic σ'_ik x̃_i."""
+        n, m = self.S1.shape
+        K, D = self.e.shape[1], self.X.shape[1]
+        ex = (self.e[:, :, None] * self.X[:, None, :]).reshape(n, K * D)
+        return (self.S1.T @ ex).reshape(m, K, D)
+
     def curvature_apply(self, v: torch.Tensor) -> torch.Tensor:
         """h_i v_i with h_i = ∇²ℓ/n, for v of shape (..., n_b, K)."""
         return self.data.loss.hess_apply(self.g, self.data.targets, v) / self.n_total
@@ -53,14 +67,13 @@ def forward(net: TwoLayerNet, data: Dataset, n_total: int | None = None) -> Forw
     """Evaluate the network and its activation derivatives on ``data``."""
     X = net.augment(data.X)
     Z = X @ net.W_aug.T
-    act = net.activation
-    S = act.fn(Z)
+    S, S1, S2 = net.activation.with_derivatives(Z)
     g = S @ net.a
     if net.c is not None:
         g = g + net.c
     n = data.n if n_total is None else n_total
     e = data.loss.grad(g, data.targets) / n
-    return Forward(net, data, n, X, S, act.d1(Z), act.d2(Z), g, e, e @ net.a.T)
+    return Forward(net, data, n, X, S, S1, S2, g, e, e @ net.a.T)
 
 
 def batches(

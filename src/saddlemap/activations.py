@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 Elementwise = Callable[[torch.Tensor], torch.Tensor]
+Fused = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class Symmetry(enum.Enum):
@@ -79,10 +80,17 @@ class Activation:
     analytic: bool = True
     torch_module: str | None = field(default=None, compare=False)
     params: tuple[tuple[str, float], ...] = ()
+    fused: Fused | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """Evaluate σ(z)."""
         return self.fn(z)
+
+    def with_derivatives(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(σ(z), σ'(z), σ''(z)), sharing the transcendental evaluations where it can."""
+        if self.fused is not None:
+            return self.fused(z)
+        return self.fn(z), self.d1(z), self.d2(z)
 
     @property
     def zero_at_origin(self) -> bool:
@@ -115,6 +123,33 @@ def _tanh_d1(z: torch.Tensor) -> torch.Tensor:
 def _tanh_d2(z: torch.Tensor) -> torch.Tensor:
     t = torch.tanh(z)
     return -2.0 * t * (1.0 - t * t)
+
+
+def _tanh_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t = torch.tanh(z)
+    d1 = 1.0 - t * t
+    return t, d1, -2.0 * t * d1
+
+
+def _sigmoid_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = torch.sigmoid(z)
+    d1 = s * (1.0 - s)
+    return s, d1, d1 * (1.0 - 2.0 * s)
+
+
+def _softplus_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = torch.sigmoid(z)
+    return _softplus(z), s, s * (1.0 - s)
+
+
+def _erf_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d1 = _TWO_OVER_SQRT_PI * torch.exp(-z * z)
+    return torch.special.erf(z), d1, -2.0 * z * d1
+
+
+def _exp_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    e = torch.exp(z)
+    return e, e, e
 
 
 def _sigmoid_d1(z: torch.Tensor) -> torch.Tensor:
@@ -217,18 +252,19 @@ def register_activation(activation: Activation, *aliases: str) -> Activation:
 
 
 for _act, _aliases in [
-    (Activation("tanh", torch.tanh, _tanh_d1, _tanh_d2, Symmetry.ODD, torch_module="Tanh"), ()),
+    (Activation("tanh", torch.tanh, _tanh_d1, _tanh_d2, Symmetry.ODD, torch_module="Tanh",
+                fused=_tanh_all), ()),
     (Activation("sigmoid", torch.sigmoid, _sigmoid_d1, _sigmoid_d2, Symmetry.ODD_PLUS_CONSTANT,
-                torch_module="Sigmoid"), ("logistic",)),
+                torch_module="Sigmoid", fused=_sigmoid_all), ("logistic",)),
     (Activation("softplus", _softplus, torch.sigmoid, _sigmoid_d1, Symmetry.ODD_PART_LINEAR,
-                torch_module="Softplus"), ()),
+                torch_module="Softplus", fused=_softplus_all), ()),
     (Activation("gelu", _gelu, _gelu_d1, _gelu_d2, Symmetry.ODD_PART_LINEAR,
                 torch_module="GELU"), ()),
     (Activation("silu", _silu, _silu_d1, _silu_d2, Symmetry.ODD_PART_LINEAR,
                 torch_module="SiLU"), ("swish",)),
-    (Activation("erf", torch.special.erf, _erf_d1, _erf_d2, Symmetry.ODD), ()),
+    (Activation("erf", torch.special.erf, _erf_d1, _erf_d2, Symmetry.ODD, fused=_erf_all), ()),
     (Activation("sin", torch.sin, torch.cos, _neg_sin, Symmetry.ODD), ()),
-    (Activation("exp", torch.exp, torch.exp, torch.exp, Symmetry.GENERIC), ()),
+    (Activation("exp", torch.exp, torch.exp, torch.exp, Symmetry.GENERIC, fused=_exp_all), ()),
     (Activation("identity", _identity, _one, _zero, Symmetry.POLYNOMIAL,
                 torch_module="Identity"), ("linear",)),
     (Activation("relu", torch.relu, _relu_d1, _zero, Symmetry.NON_ANALYTIC, analytic=False,

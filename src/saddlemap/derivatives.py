@@ -107,8 +107,14 @@ def jacobian(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
 
 
 def _hvp_block(fw: Forward, V: torch.Tensor) -> torch.Tensor:
-    """H V for a batch of vectors V of shape (r, P) on one block of samples."""
+    """H V for a batch of vectors V of shape (r, P) on one block of samples.
+
+    Gauss–Newton part Jᵀ h J v plus the residual blocks B_k v; the terms σ'·(u aᵀ) and
+    σ'·(e δaᵀ) of the w-part are contracted as S1ᵀ(u ⊗ X̃) and δa·∇φ so that only two
+    elementwise passes over the n × m matrices are needed.
+    """
     net = fw.net
+    n, K, D = fw.X.shape[0], net.output_dim, fw.X.shape[1]
     dA, dW, dc = net.layout.split(V)
     XdW = fw.X @ dW.transpose(-1, -2)  # x̃_iᵀ δw̃_k, (r, n, m)
     S1XdW = fw.S1 * XdW
@@ -116,9 +122,12 @@ def _hvp_block(fw: Forward, V: torch.Tensor) -> torch.Tensor:
     if net.c is not None:
         Jv = Jv + dc.unsqueeze(-2)
     u = fw.curvature_apply(Jv)  # h_i (J v)_i, (r, n, K)
-    coef = (u @ net.a.T + fw.e @ dA.transpose(-1, -2)) * fw.S1 + fw.ea * fw.S2 * XdW
+    ux = (u.unsqueeze(-1) * fw.X.unsqueeze(-2)).reshape(*u.shape[:-2], n, K * D)
+    s1ux = (fw.S1.T @ ux).unflatten(-1, (K, D))  # (r, m, K, D)
+    out_w = (torch.einsum("mc,...mcd->...md", net.a, s1ux)
+             + torch.einsum("...mc,mcd->...md", dA, fw.grad_phi)
+             + (fw.eaS2 * XdW).transpose(-1, -2) @ fw.X)
     out_a = fw.S.T @ u + S1XdW.transpose(-1, -2) @ fw.e
-    out_w = coef.transpose(-1, -2) @ fw.X
     out_c = u.sum(-2) if net.c is not None else dc
     return net.layout.join(out_a, out_w, out_c)
 
@@ -142,13 +151,11 @@ def _residual_blocks(fw: Forward) -> torch.Tensor:
     n, m, k = fw.S.shape[0], net.width, net.output_dim
     D = fw.X.shape[1]
     # ∇φ(w̃_k)_{c,:} = Σ_i e_ic σ'_ik x̃_i ;  G_{a_k}(w̃_k) = Σ_i (a_kᵀe_i) σ''_ik x̃_i x̃_iᵀ
-    s1x = (fw.S1[:, :, None] * fw.X[:, None, :]).reshape(n, m * D)
-    grad_phi = (s1x.T @ fw.e).reshape(m, D, k)
-    cx = ((fw.ea * fw.S2)[:, :, None] * fw.X[:, None, :]).reshape(n, m * D)
+    cx = (fw.eaS2[:, :, None] * fw.X[:, None, :]).reshape(n, m * D)
     G = (cx.T @ fw.X).reshape(m, D, D)
-    top = torch.cat([torch.zeros(m, k, k, dtype=net.dtype, device=net.device),
-                     grad_phi.transpose(1, 2)], dim=2)
-    bottom = torch.cat([grad_phi, G], dim=2)
+    grad_phi = fw.grad_phi  # (m, K, D)
+    top = torch.cat([torch.zeros(m, k, k, dtype=net.dtype, device=net.device), grad_phi], dim=2)
+    bottom = torch.cat([grad_phi.transpose(1, 2), G], dim=2)
     return torch.cat([top, bottom], dim=1)
 
 
