@@ -31,6 +31,7 @@ PUBLIC = {
     "three_fold_split", "compose",
     # saddles
     "classify", "Classification", "Kind", "EscapeCurve", "SplitRule", "splitting_rule",
+    "saddle_branches", "SaddleBranch",
     "escape", "EscapeResult",
 }
 

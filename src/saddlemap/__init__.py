@@ -79,7 +79,16 @@ if TYPE_CHECKING:
     from .network import ParamLayout, TwoLayerNet
     from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
     from .reduction import Reduction, reduce
-    from .saddles import Classification, EscapeCurve, Kind, SplitRule, classify, splitting_rule
+    from .saddles import (
+        Classification,
+        EscapeCurve,
+        Kind,
+        SaddleBranch,
+        SplitRule,
+        classify,
+        saddle_branches,
+        splitting_rule,
+    )
     from .spectrum import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
     from .training import History, TrainResult, TrainState, safe_step_size, train
     from .zero_set import ZeroSetPoint, project_to_zero_set, zero_set_points, zeros_1d
@@ -137,7 +146,7 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
     },
     "saddles": {
         "saddles": ["classify", "Classification", "Kind", "EscapeCurve", "SplitRule",
-                    "splitting_rule"],
+                    "splitting_rule", "saddle_branches", "SaddleBranch"],
         "escape": ["escape", "EscapeResult"],
         "zero_set": ["zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint"],
     },

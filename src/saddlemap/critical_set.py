@@ -39,6 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from .derivatives import ResidualFunction, residual_function
 from .network import TwoLayerNet
 from .reduction import _canonical_signs, reduce
 from .zero_set import zero_set_points, zeros_1d
+
+if TYPE_CHECKING:
+    from .saddles import SaddleBranch
 
 __all__ = ["Branch", "CriticalSet", "Decomposition", "count_patterns"]
 
@@ -282,6 +286,16 @@ class CriticalSet:
         d = star.input_dim
         return TwoLayerNet(a, w[:, :d], b=w[:, d] if star.b is not None else None, c=star.c,
                            activation=star.activation)
+
+    def saddle_branches(self, m: int, seed: int = 0) -> list[SaddleBranch]:
+        """Branches of width m with their saddle verdicts and witnesses (THEORY §7).
+
+        See :func:`saddlemap.saddles.saddle_branches`; when r < m there is always at least one
+        saddle branch.
+        """
+        from .saddles import saddle_branches
+
+        return saddle_branches(self, m, seed)
 
     # ------------------------------------------------------------------- membership
     def decompose(self, net: TwoLayerNet) -> Decomposition:

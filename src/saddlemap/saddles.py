@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .critical_points import CriticalPoint, Verdict, certify
-from .critical_set import CriticalSet, Decomposition
+from .critical_set import Branch, CriticalSet, Decomposition
 from .data import Dataset
 from .derivatives import hessian, residual_function
 from .network import TwoLayerNet
@@ -46,8 +46,10 @@ __all__ = [
     "Classification",
     "EscapeCurve",
     "Kind",
+    "SaddleBranch",
     "SplitRule",
     "classify",
+    "saddle_branches",
     "splitting_rule",
 ]
 
@@ -324,3 +326,91 @@ def _classify_psd(
         *evidence, f"PSD Hessian; θ* is {star_cert.verdict.value}; split clusters have no "
         "negative-curvature direction at second order",
     ))
+
+
+@dataclass(frozen=True, eq=False)
+class SaddleBranch:
+    """The verdict over one branch of Q_m(f), with a checked witness.
+
+    Attributes:
+        branch: the branch type.
+        verdict: ``"saddle branch"`` (every point a saddle), ``"mixed"`` (saddles and local
+            minima, split by the sign pattern of the ratios), ``"contains minima"`` or
+            ``"undetermined"``.
+        regions: the sub-regions in words.
+        point: a point of the branch where the witness holds.
+        witness: its classification (direction with vᵀHv < 0, or an escape curve).
+    """
+
+    branch: Branch
+    verdict: str
+    regions: str
+    point: TwoLayerNet | None
+    witness: Classification | None
+
+
+def saddle_branches(cs: CriticalSet, m: int, seed: int = 0) -> list[SaddleBranch]:
+    """Every branch of Q_m(f) with its saddle verdict and, where it has one, a witness.
+
+    THEORY §7: a branch with a null neuron is a saddle branch (strict where the neuron sits at
+    a regular point of Z_f); a splitting branch is a saddle branch when some split cluster has
+    an indefinite K_j, and otherwise splits by the signs of the ratios (Fukumizu–Amari).  When
+    r < m the branch "θ* plus m − r null neurons" exists, so there is always a saddle branch.
+    """
+    rules = splitting_rule(cs.star, cs.data)
+    star_min = certify(cs.star, cs.data).verdict is Verdict.STRICT_MINIMUM
+    out = []
+    for b in cs.branches(m):
+        if b.nulls == 0 and all(s == 1 for s in b.sizes):
+            continue  # θ* itself (m = r)
+        verdict, regions = _branch_verdict(b, rules, star_min)
+        point, witness = _branch_witness(cs, b, rules, verdict, seed)
+        out.append(SaddleBranch(b, verdict, regions, point, witness))
+    return out
+
+
+def _branch_verdict(b: Branch, rules: list[SplitRule], star_min: bool) -> tuple[str, str]:
+    if b.nulls:
+        return "saddle branch", "every point: a null neuron escapes (THEORY §7.1)"
+    split = [j for j, s in enumerate(b.sizes) if s > 1]
+    inertias = [rules[j].inertia for j in split]
+    if any(pos and neg for pos, _, neg in inertias):
+        return "saddle branch", "every point with nonzero ratios: K_j indefinite"
+    if all(zero == 0 and neg == 0 for _, zero, neg in inertias):
+        minima = "local minima" if star_min else "undetermined (θ* is not a strict minimum)"
+        return "mixed", f"a negative ratio: strict saddle; all ratios in (0, 1): {minima}"
+    if all(zero == 0 and pos == 0 for pos, zero, _ in inertias):
+        return "mixed", "two or more positive ratios: strict saddle; else undetermined"
+    return "undetermined", "semidefinite singular K_j: second order does not settle it"
+
+
+def _branch_witness(
+    cs: CriticalSet, b: Branch, rules: list[SplitRule], verdict: str, seed: int
+) -> tuple[TwoLayerNet | None, Classification | None]:
+    """A sampled point of the branch where the saddle shows, classified; None if none."""
+    if verdict == "undetermined":
+        return None, None
+    for attempt in range(8):
+        point = cs.sample(b, seed=seed + attempt)
+        if b.nulls == 0:
+            point = _with_negative_ratio(cs, b, rules, point, seed + attempt)
+        found = classify(point, cs.data)
+        if found.kind in (Kind.STRICT_SADDLE, Kind.NON_STRICT_SADDLE):
+            return point, found
+    return None, None
+
+
+def _with_negative_ratio(
+    cs: CriticalSet, b: Branch, rules: list[SplitRule], point: TwoLayerNet, seed: int
+) -> TwoLayerNet:
+    """For a K_j ≻ 0 split, make sure one ratio is negative (the saddle side of the line)."""
+    dec = cs.decompose(point)
+    a = point.a.clone()
+    for j, members in enumerate(dec.clusters):
+        if len(members) > 1 and rules[j].inertia[2] == 0:
+            ratios = torch.linspace(-0.5, 1.5, len(members), dtype=a.dtype)
+            ratios = ratios / ratios.sum() if float(ratios.sum()) != 0 else ratios
+            ratios[-1] = 1 - ratios[:-1].sum()
+            for rho, k in zip(ratios, members, strict=True):
+                a[k] = dec.signs[k] * rho * cs.star.a[j]
+    return point.replace(a=a)
