@@ -30,3 +30,13 @@ def test_quickstart_example_runs() -> None:
         capture_output=True, text=True, check=True, timeout=300,
     )
     assert re.search(r"inertia \(n\+, n0, n-\): \(\d+, \d+, \d+\)", out.stdout)
+
+
+def test_readme_python_examples_run_in_order() -> None:
+    blocks = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 4
+    script = "\n".join(blocks)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "strict saddle" in out.stdout and "local minimum" in out.stdout

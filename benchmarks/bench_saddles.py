@@ -1,0 +1,136 @@
+"""Classify a saddle and find the way down: saddlemap against the eigenvector route.
+
+Problem: tanh, d=10, n=1000: a width-5 critical point (L-BFGS, then refinement) split into
+width 100 (20 copies per neuron, ratios of both signs summing to 1): an exact strict saddle,
+P = 1100, with exact zero eigenvalues.
+
+* saddlemap: ``escape(net, data, steps=0, refine=False)`` — certificate (gradient, dense
+  spectrum, warnings), classification with a witness direction, and the scan of the loss
+  along it on both sides.
+* the eigenvector route a user would otherwise take: ``scipy.sparse.linalg.eigsh(which="SA")``
+  on a LinearOperator of double-backward autograd HVPs (at scipy's default tolerance and
+  at tol=1e-10), then the same scan along the eigenvector.
+
+Run: ``python benchmarks/bench_saddles.py [--quick]``; results go to
+``benchmarks/results/saddles.json`` and ``saddles.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from bench_critical import machine
+from scipy.sparse.linalg import LinearOperator, eigsh
+
+import saddlemap as sm
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def split_saddle(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
+    prob = sm.teacher_student(8, 5, d=10, n=1000, activation="tanh", seed=seed, noise=0.1)
+    trained = sm.train(prob.student, prob.data, optimizer="lbfgs", steps=1000, grad_tol=1e-7)
+    narrow = sm.find_critical_point(trained.net, prob.data)
+    if not narrow.converged:
+        raise RuntimeError("the width-5 problem did not give a critical point; change the seed")
+    gen = torch.Generator().manual_seed(seed)
+    ratios = torch.rand(5, 20, generator=gen, dtype=torch.float64) - 0.3
+    ratios[:, -1] = 1 - ratios[:, :-1].sum(1)
+    a = (narrow.net.a * ratios).reshape(-1, 1)
+    return sm.TwoLayerNet(a, narrow.net.W.repeat_interleave(20, dim=0)), prob.data
+
+
+def ours(net: sm.TwoLayerNet, data: sm.Dataset) -> dict[str, Any]:
+    out = sm.escape(net, data, steps=0, refine=False)
+    return {"kind": out.start.kind.value, "curvature": out.start.curvature,
+            "loss_drop": out.loss_before - out.loss_after_step, "matvecs": 0}
+
+
+def eigenvector_route(tol: float) -> Callable[[sm.TwoLayerNet, sm.Dataset], dict[str, Any]]:
+    def run(net: sm.TwoLayerNet, data: sm.Dataset) -> dict[str, Any]:
+        risk = sm.loss_function(net, data)
+        theta = net.flatten()
+        count = [0]
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            count[0] += 1
+            t = theta.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(risk(t), t, create_graph=True)
+            (hv,) = torch.autograd.grad(g @ torch.from_numpy(np.ascontiguousarray(x).ravel()), t)
+            return hv.numpy()
+
+        op = LinearOperator((net.num_params,) * 2, matvec=matvec, dtype=np.float64)
+        v0 = np.random.default_rng(0).standard_normal(net.num_params)
+        lam, vec = eigsh(op, k=1, which="SA", tol=tol, v0=v0)
+        v = torch.from_numpy(vec[:, 0])
+        before = float(risk(theta))
+        scale = 0.5 * max(1.0, float(theta.abs().max()))
+        ts = scale * 2.0 ** -np.arange(12)
+        drops = [before - float(risk(theta + s * t * v)) for t in ts for s in (1, -1)]
+        return {"kind": "strict saddle" if lam[0] < 0 else "not a strict saddle",
+                "curvature": float(lam[0]), "loss_drop": max(drops), "matvecs": count[0]}
+
+    return run
+
+
+def timed(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
+    times, out = [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return {**out, "median_s": statistics.median(times), "repeats": repeats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    repeats = 1 if args.quick else 3
+    net, data = split_saddle()
+    rows = {"saddlemap classify + scan": timed(lambda: ours(net, data), repeats)}
+    for label, tol in (("eigsh on autograd HVP, scipy default tol", 0.0),
+                       ("eigsh on autograd HVP, tol=1e-10", 1e-10)):
+        try:
+            rows[label] = timed(lambda t=tol: eigenvector_route(t)(net, data), repeats)
+        except Exception as exc:  # a failing peer is a result
+            rows[label] = {"failure": f"{type(exc).__name__}: {exc}"}
+    base = rows["saddlemap classify + scan"]["median_s"]
+    for row in rows.values():
+        if "median_s" in row:
+            row["ratio_to_saddlemap"] = row["median_s"] / base
+    result = {"problem": {"activation": "tanh", "d": 10, "m": 100, "n": 1000,
+                          "P": net.num_params}, "machine": machine(), "results": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "saddles.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        "# Classify a split saddle and find the way down (d=10, m=100, n=1000, P=1100, tanh)",
+        "",
+        f"Machine: {result['machine']['cpu']}, torch {torch.__version__}, 1 thread.",
+        "",
+        "| method | median time (s) | × saddlemap | HVPs | verdict | vᵀHv | loss drop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if "failure" in row:
+            lines.append(f"| {name} | failed | | | {row['failure']} | | |")
+            continue
+        lines.append(
+            f"| {name} | {row['median_s']:.3f} | {row['ratio_to_saddlemap']:.1f} | "
+            f"{row['matvecs']} | {row['kind']} | {row['curvature']:.3e} | {row['loss_drop']:.3e} |"
+        )
+    (RESULTS / "saddles.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
