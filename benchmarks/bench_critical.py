@@ -20,37 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy
 import torch
+from _common import RESULTS, machine, timed
 from scipy.optimize import least_squares, root
 
 import saddlemap as sm
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-        "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-        "saddlemap": sm.__version__,
-    }
 
 
 def embedded_saddle(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
@@ -114,13 +92,6 @@ def scipy_method(kind: str) -> Callable[[sm.TwoLayerNet, sm.Dataset], dict[str, 
     return run
 
 
-def timed(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
-    times, out = [], {}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return {**out, "median_s": statistics.median(times), "repeats": repeats}
 
 
 def main() -> None:

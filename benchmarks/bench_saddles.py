@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from bench_critical import machine
+from _common import RESULTS, machine, timed
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 import saddlemap as sm
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def split_saddle(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
@@ -81,13 +76,6 @@ def eigenvector_route(tol: float) -> Callable[[sm.TwoLayerNet, sm.Dataset], dict
     return run
 
 
-def timed(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
-    times, out = [], {}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return {**out, "median_s": statistics.median(times), "repeats": repeats}
 
 
 def main() -> None:

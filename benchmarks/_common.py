@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts: the machine description and a timer."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy
+import torch
+
+import saddlemap as sm
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, threads and library versions, to stand beside every figure."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+        "saddlemap": sm.__version__,
+    }
+
+
+def timed(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """Run ``fn`` ``repeats`` times; its last result plus the median time and the count."""
+    times, out = [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return {**out, "median_s": statistics.median(times), "repeats": repeats}
