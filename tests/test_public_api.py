@@ -33,6 +33,12 @@ PUBLIC = {
     "classify", "Classification", "Kind", "EscapeCurve", "SplitRule", "splitting_rule",
     "saddle_branches", "SaddleBranch",
     "escape", "EscapeResult",
+    # applications
+    "diagnose", "compress", "Report", "Compressed", "run_demo",
+    "load_model", "save_model", "load_data", "export_model", "LoadedModel",
+    # plots
+    "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_residual_function",
+    "plot_branch_hierarchy", "plot_training",
 }
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     )
     from .critical_set import Branch, CriticalSet, Decomposition, count_patterns
     from .data import Dataset
+    from .demo import run_demo
     from .derivatives import (
         HessianOperator,
         ResidualFunction,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         residual_function,
         residuals,
     )
+    from .diagnose import Compressed, Report, compress, diagnose
     from .embedding import (
         Embedding,
         add_null_neuron,
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     )
     from .errors import ActivationError, DataError, LossError, ModelError, SaddlemapError
     from .escape import EscapeResult, escape
+    from .io import LoadedModel, export_model, load_data, load_model, save_model
     from .losses import (
         BinaryCrossEntropy,
         CrossEntropy,
@@ -77,6 +80,14 @@ if TYPE_CHECKING:
         register_loss,
     )
     from .network import ParamLayout, TwoLayerNet
+    from .plots import (
+        plot_branch_hierarchy,
+        plot_escape,
+        plot_neuron_map,
+        plot_residual_function,
+        plot_spectrum,
+        plot_training,
+    )
     from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
     from .reduction import Reduction, reduce
     from .saddles import (
@@ -149,6 +160,17 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
                     "splitting_rule", "saddle_branches", "SaddleBranch"],
         "escape": ["escape", "EscapeResult"],
         "zero_set": ["zeros_1d", "zero_set_points", "project_to_zero_set", "ZeroSetPoint"],
+    },
+    "applications": {
+        "diagnose": ["diagnose", "compress", "Report", "Compressed"],
+        "demo": ["run_demo"],
+        "io": ["load_model", "save_model", "load_data", "export_model", "LoadedModel"],
+    },
+    "plots": {
+        "plots": [
+            "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_residual_function",
+            "plot_branch_hierarchy", "plot_training",
+        ],
     },
     "errors": {
         "errors": ["SaddlemapError", "DataError", "ActivationError", "LossError", "ModelError"],

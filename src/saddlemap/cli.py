@@ -1,0 +1,192 @@
+"""The ``saddlemap`` command: a thin layer over the library.
+
+Every subcommand reads files, calls the library, writes JSON (and a report folder where it
+makes one) and prints a short summary.  Mistakes in the input end with one line on stderr and
+exit code 2; torch and matplotlib are imported only by the subcommands that need them, so
+``saddlemap --version`` starts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .errors import SaddlemapError
+
+EXAMPLES = """examples:
+  saddlemap demo --out saddlemap-demo
+  saddlemap diagnose model.pt data.npz --out report/
+  saddlemap diagnose mlp.pkl data.csv --target y --json -
+  saddlemap compress model.pt -o small.pt
+  saddlemap branches critical.npz data.npz --width 4
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saddlemap", description="Map the loss landscape of two-layer networks: "
+        "critical points, minimal width, saddle branches and escapes.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"saddlemap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train a built-in teacher–student problem until it "
+                          "stalls, then diagnose, escape and compress it")
+    demo.add_argument("--out", default="saddlemap-demo", help="report folder")
+    demo.add_argument("--seed", type=int, default=2, help="seed of the demo problem")
+    demo.add_argument("--json", help="also write the JSON report here ('-' for stdout)")
+
+    diag = sub.add_parser("diagnose", help="is a trained model at a saddle, and can it be "
+                          "smaller?")
+    diag.add_argument("model", help="model file (.pt, .pth, .safetensors, .npz, .pkl)")
+    diag.add_argument("data", help="data file (.npz with X and y, X.npy, or .csv)")
+    _data_options(diag)
+    diag.add_argument("--out", help="write a report folder (JSON, Markdown, HTML, figures)")
+    diag.add_argument("--json", help="write the JSON report here ('-' for stdout)")
+    diag.add_argument("--no-refine", action="store_true", help="classify the point as given")
+    diag.add_argument("--escape-steps", type=int, default=1000,
+                      help="training steps after an escape (0: do not escape)")
+
+    comp = sub.add_parser("compress", help="the minimal-width model with the same outputs")
+    comp.add_argument("model")
+    comp.add_argument("data", nargs="?", help="data to measure the output change on")
+    comp.add_argument("-o", "--output", required=True, help="where to write the model")
+    comp.add_argument("--tol", type=float, help="equal-weight tolerance (default √ε·scale)")
+    _data_options(comp)
+
+    br = sub.add_parser("branches", help="the critical set of a saved critical point at "
+                        "width m")
+    br.add_argument("model")
+    br.add_argument("data")
+    br.add_argument("--width", type=int, required=True, help="m, the width to map")
+    br.add_argument("--json", help="write the branches as JSON here ('-' for stdout)")
+    _data_options(br)
+    return parser
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--y", dest="y_path", help="targets file when DATA is an X .npy")
+    p.add_argument("--target", help="CSV column holding the targets (default: the last)")
+    p.add_argument("--activation", help="activation, for files that do not record one")
+    p.add_argument("--loss", help="mse, cross_entropy or bce (default: the model's)")
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .io import load_data, load_model
+
+    loaded = load_model(args.model, activation=args.activation)
+    if getattr(args, "data", None) is None:
+        return loaded, None
+    data = load_data(args.data, args.y_path, target=args.target, loss=args.loss or loaded.loss)
+    return loaded, data
+
+
+def _write_json(payload: dict[str, Any], where: str | None) -> None:
+    if where is None:
+        return
+    text = json.dumps(payload, indent=2)
+    if where == "-":
+        print(text)
+    else:
+        Path(where).write_text(text + "\n")
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import diagnose
+
+    loaded, data = _load(args)
+    rep = diagnose(loaded.source or loaded.net, None, data=data, refine=not args.no_refine,
+                   escape_steps=args.escape_steps)
+    _finish(rep, args.out, args.json)
+    return 0
+
+
+def _finish(rep: Any, out: str | None, json_path: str | None) -> None:
+    if json_path != "-":
+        print(rep.summary())
+    if out:
+        paths = rep.save(out)
+        if json_path != "-":
+            print(f"report: {paths['html']}")
+    _write_json(rep.to_dict(), json_path)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from .diagnose import compress
+    from .io import save_model
+
+    loaded, data = _load(args)
+    X = None if data is None else data.X
+    out = compress(loaded.source or loaded.net, X, tol=args.tol)
+    _save_compressed(out, args.output, save_model)
+    print(f"width {loaded.net.width} → {out.net.width}; parameters {out.params_before} → "
+          f"{out.params_after}; max output change {out.max_output_change:.1e}; "
+          f"written to {args.output}")
+    return 0
+
+
+def _save_compressed(out: Any, path: str, save_model: Any) -> None:
+    if path.endswith((".pkl", ".joblib")):
+        import pickle
+
+        Path(path).write_bytes(pickle.dumps(out.model))
+    else:
+        save_model(out.net, path)
+
+
+def _cmd_branches(args: argparse.Namespace) -> int:
+    from .critical_set import CriticalSet
+
+    loaded, data = _load(args)
+    cs = CriticalSet(loaded.net, data)
+    rows = []
+    for sb in cs.saddle_branches(args.width):
+        b = sb.branch
+        rows.append({"sizes": list(b.sizes), "nulls": b.nulls, "dimension": b.dimension,
+                     "patterns": b.patterns, "sample_independent": b.sample_independent,
+                     "verdict": sb.verdict, "regions": sb.regions})
+    if args.json != "-":
+        print(f"Q_{args.width}(f): r = {cs.r}, {cs.count_branches(args.width)} labelled "
+              f"patterns, dimension bounds {cs.dimension_bounds(args.width)}")
+        for row in rows:
+            print(f"  sizes {row['sizes']} + {row['nulls']} null: dim {row['dimension']}, "
+                  f"{row['patterns']} patterns, {row['verdict']} ({row['regions']})")
+    _write_json({"r": cs.r, "width": args.width, "branches": rows}, args.json)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    rep = run_demo(seed=args.seed)
+    _finish(rep, args.out, args.json)
+    return 0
+
+
+COMMANDS = {"diagnose": _cmd_diagnose, "compress": _cmd_compress, "branches": _cmd_branches,
+            "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except (SaddlemapError, ValueError, OSError, ImportError, RuntimeError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"saddlemap: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

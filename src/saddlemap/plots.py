@@ -1,0 +1,500 @@
+"""Pictures of the landscape: neurons, spectra, escapes, φ_f, branch hierarchies, training.
+
+Every function draws onto ``ax`` (a new figure when it is None), returns the Axes and never
+calls ``plt.show()``; nothing random is drawn, so the same objects give the same picture.
+matplotlib is imported inside each function, so ``import saddlemap`` does not need it; install
+it with ``pip install 'saddlemap[plots]'``.
+
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> from saddlemap import Dataset, TwoLayerNet, spectrum
+>>> net = TwoLayerNet([0.610515537972], [[1.433931221329]], activation="tanh")
+>>> data = Dataset([[-2.0], [-1.0], [-0.5], [0.5], [1.0], [2.0]], [-1, -1, 0, 0.5, 0.5, 0])
+>>> ax = plot_spectrum(spectrum(net, data))
+>>> ax.get_title().splitlines()[0]
+'dense spectrum, P = 2: inertia (n₊, n₀, n₋) = (2, 0, 0)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .critical_set import Branch, CriticalSet
+    from .data import Dataset
+    from .escape import EscapeResult
+    from .network import TwoLayerNet
+    from .reduction import Reduction
+    from .spectrum import Spectrum
+    from .training import History
+
+__all__ = [
+    "VERDICT_COLORS",
+    "plot_branch_hierarchy",
+    "plot_escape",
+    "plot_neuron_map",
+    "plot_residual_function",
+    "plot_spectrum",
+    "plot_training",
+]
+
+#: Node colours of :func:`plot_branch_hierarchy`, by saddle verdict.
+VERDICT_COLORS: dict[str, str] = {
+    "θ*": "tab:blue",
+    "saddle branch": "tab:red",
+    "mixed": "tab:orange",
+    "contains minima": "tab:green",
+    "undetermined": "tab:grey",
+}
+
+_INSTALL = "plotting needs matplotlib: pip install 'saddlemap[plots]'"
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot, or an ImportError saying how to install it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
+        raise ImportError(_INSTALL) from exc
+    return plt
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> Axes:
+    """``ax``, or the Axes of a new figure."""
+    plt = _pyplot()
+    if ax is not None:
+        return ax
+    _, new = plt.subplots(figsize=figsize)
+    return new
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float64).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- neuron map
+def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Projection of the rows onto their two leading principal axes, and the variance kept.
+
+    Axis signs are fixed (largest loading positive) so the picture is deterministic.
+    """
+    centred = points - points.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = np.zeros((2, points.shape[1]))
+    k = min(2, vt.shape[0])
+    axes[:k] = vt[:k]
+    for i in range(k):
+        if axes[i, np.argmax(np.abs(axes[i]))] < 0:
+            axes[i] = -axes[i]
+    total = float((s**2).sum())
+    kept = float((s[:k] ** 2).sum()) / total if total > 0 else 1.0
+    return centred @ axes.T, kept
+
+
+def plot_neuron_map(net: TwoLayerNet, reduction: Reduction | None = None, *,
+                    ax: Axes | None = None) -> Axes:
+    """Input weights of the neurons, coloured by cluster, null neurons as open circles.
+
+    Coordinates: for D = 1 (d = 1, no hidden bias) x = w and y = a (first output); for D = 2
+    the plane of w̃ = (w₁, w₂), or (w, b) with a hidden bias; for D ≥ 3 a 2-D PCA projection
+    of the augmented weights W̃ (said in the title).  Marker area grows with ‖a_k‖ (with a
+    floor, so null neurons stay visible).  Neurons the reduction dropped (null groups, zero
+    or constant neurons) are grey.
+
+    Args:
+        net: the network.
+        reduction: its :func:`~saddlemap.reduce`; computed when None.
+        ax: draw here; a new figure when None.
+
+    Returns:
+        The Axes drawn on; its first collection holds one point per neuron.
+    """
+    plt = _pyplot()
+    from .reduction import reduce
+
+    red = reduce(net) if reduction is None else reduction
+    if len(red.assignment) != net.width:
+        raise ValueError(
+            f"the reduction is of a width-{len(red.assignment)} network, the network has "
+            f"width {net.width}"
+        )
+    ax = _axes(ax)
+    m = net.width
+    W = _numpy(net.W_aug)
+    a = _numpy(net.a)
+    a_norm = np.linalg.norm(a, axis=1) if m else np.zeros(0)
+    D = W.shape[1]
+    hidden_bias = net.b is not None
+    null = a_norm <= red.a_tol
+    for group in red.dropped_null:
+        null[list(group)] = True
+    cmap = plt.get_cmap("tab10")
+    colors = np.array([
+        (0.5, 0.5, 0.5, 1.0) if red.assignment[k] < 0 else cmap(red.assignment[k] % 10)
+        for k in range(m)
+    ]).reshape(m, 4)
+    faces = colors.copy()
+    faces[null] = (1.0, 1.0, 1.0, 0.0)
+    scale = float(a_norm.max()) if m and float(a_norm.max()) > 0 else 1.0
+    sizes = 30.0 + 170.0 * a_norm / scale
+    if D == 1:
+        xy = np.column_stack([W[:, 0], a[:, 0]]) if m else np.zeros((0, 2))
+        xlabel, ylabel = "w", "a" if net.output_dim == 1 else "a (first output)"
+        title = "neurons: input weight w against output weight a"
+    elif D == 2:
+        xy = W
+        xlabel, ylabel = ("w", "b") if hidden_bias else ("w₁", "w₂")
+        title = "neurons in the plane of " + ("(w, b)" if hidden_bias else "(w₁, w₂)")
+    else:
+        xy, kept = _pca_2d(W) if m else (np.zeros((0, 2)), 1.0)
+        xlabel, ylabel = "PC 1", "PC 2"
+        what = "W̃ = (W, b)" if hidden_bias else "W"
+        title = f"neurons: PCA projection of {what} (D = {D}, {100 * kept:.0f}% of variance)"
+    edges = [tuple(c) for c in colors]
+    ax.scatter(xy[:, 0], xy[:, 1], s=sizes, c=faces, edgecolors=edges, linewidths=1.5, zorder=3,
+               label="neurons")
+    if D == 1:
+        ax.axhline(0.0, color="0.7", lw=0.8, zorder=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{red.width} cluster(s) of {m} neurons, {int(null.sum())} null")
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], ls="", marker="o", color=cmap(j % 10), label=f"cluster {j}")
+        for j in range(min(red.width, 10))
+    ]
+    if null.any():
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", color="k",
+                              label="null neuron"))
+    if handles:
+        ax.legend(handles=handles, fontsize="small", loc="best")
+    return ax
+
+
+# ------------------------------------------------------------------------------- spectrum
+def plot_spectrum(spectrum: Spectrum, *, ax: Axes | None = None) -> Axes:
+    """Hessian eigenvalues by index on a symlog scale, the zero band shaded, negatives red.
+
+    The linear part of the symlog scale is the zero band ±``zero_tol``, so eigenvalues that
+    count as zero sit inside the shaded strip; the title gives the inertia.
+
+    Args:
+        spectrum: a :class:`~saddlemap.Spectrum`.
+        ax: draw here; a new figure when None.
+
+    Returns:
+        The Axes drawn on.
+    """
+    _pyplot()
+    ax = _axes(ax)
+    lam = np.asarray(spectrum.eigenvalues, dtype=float)
+    tol = float(spectrum.zero_tol)
+    linthresh = tol if tol > 0 else max(1e-12, 1e-12 * float(np.abs(lam).max(initial=0.0)))
+    idx = np.arange(lam.size)
+    ax.axhspan(-tol, tol, color="0.85", zorder=0, label=f"zero band ±{tol:.1e}")
+    groups = (
+        (lam < -tol, "tab:red", "negative"),
+        (np.abs(lam) <= tol, "0.35", "zero"),
+        (lam > tol, "tab:blue", "positive"),
+    )
+    for mask, color, name in groups:
+        if mask.any():
+            ax.scatter(idx[mask], lam[mask], color=color, s=18, zorder=3,
+                       label=f"{name} ({int(mask.sum())})")
+    ax.set_yscale("symlog", linthresh=linthresh)
+    ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+    ax.set_xlabel("index (ascending)")
+    ax.set_ylabel("eigenvalue λ")
+    inertia = spectrum.inertia
+    inert = (
+        f"inertia (n₊, n₀, n₋) = ({inertia.positive}, {inertia.zero}, {inertia.negative})"
+        if inertia is not None else "inertia unknown (partial spectrum)"
+    )
+    ax.set_title(f"{spectrum.method} spectrum, P = {spectrum.num_params}: {inert}\n"
+                 f"λ_min = {spectrum.min:.3g}, λ_max = {spectrum.max:.3g}")
+    ax.legend(fontsize="small", loc="best")
+    return ax
+
+
+# --------------------------------------------------------------------------------- escape
+def _shape_words(t: np.ndarray, dr: np.ndarray) -> str:
+    """How the loss changes on the two sides of t = 0, in words."""
+    left, right = dr[t < 0], dr[t > 0]
+    down_l, down_r = bool((left < 0).any()), bool((right < 0).any())
+    if down_l and down_r:
+        return "down on both sides"
+    if down_l or down_r:
+        other = right if down_l else left
+        return "down on one side, up on the other" if (other > 0).any() else "down on one side"
+    return "no decrease along the path"
+
+
+def plot_escape(result: EscapeResult, *, ax: Axes | None = None) -> Axes:
+    """The loss change R(t) − R(0) along the escape direction or curve, the step marked.
+
+    The x axis is symlog (the scanned steps halve towards 0); a line of the picture says
+    whether the loss goes down on both sides or down on one side and up on the other.
+
+    Args:
+        result: an :class:`~saddlemap.EscapeResult` from :func:`~saddlemap.escape`.
+        ax: draw here; a new figure when None.
+
+    Returns:
+        The Axes drawn on (with a note and no curve when the escape had no path).
+    """
+    _pyplot()
+    ax = _axes(ax)
+    t = np.asarray(result.path_t, dtype=float)
+    dr = np.asarray(result.path_loss, dtype=float) - result.loss_before
+    ax.set_xlabel("t along the " + ("curve" if result.method == "escape curve" else "direction"))
+    ax.set_ylabel("R(t) − R(0)")
+    if t.size == 0:
+        note = result.notes[0] if result.notes else "no escape path"
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, wrap=True)
+        ax.set_title(f"escape: {result.method} ({result.start.kind.value})")
+        return ax
+    order = np.argsort(t, kind="stable")
+    t, dr = t[order], dr[order]
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    ax.axvline(0.0, color="0.8", lw=0.8, zorder=1)
+    ax.plot(t, dr, marker=".", color="tab:blue", zorder=2, label="R along the path")
+    if result.step != 0.0:
+        ax.scatter([result.step], [result.loss_after_step - result.loss_before], marker="*",
+                   s=160, color="tab:red", zorder=4, label=f"step t = {result.step:.3g}")
+    nonzero = np.abs(t[t != 0])
+    if nonzero.size:
+        ax.set_xscale("symlog", linthresh=float(nonzero.min()))
+    ax.text(0.02, 0.04, _shape_words(t, dr), transform=ax.transAxes, fontsize="small")
+    ax.set_title(f"escape by {result.method} from a {result.start.kind.value}\n"
+                 f"ΔR after the step = {result.loss_after_step - result.loss_before:.3g}")
+    ax.legend(fontsize="small", loc="best")
+    return ax
+
+
+# ---------------------------------------------------------------------- residual function
+def _span(values: np.ndarray, span: tuple[float, float] | None) -> tuple[float, float]:
+    """``span``, or [−s, s] covering ``values`` and their sign twins −values with a margin."""
+    if span is not None:
+        lo, hi = float(span[0]), float(span[1])
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"span must be an interval (lo, hi) with lo < hi, got {span!r}")
+        return lo, hi
+    s = 1.25 * float(np.abs(values).max(initial=0.0)) + 1.0
+    return -s, s
+
+
+def plot_residual_function(net: TwoLayerNet, data: Dataset, *, ax: Axes | None = None,
+                           span: tuple[float, float] | None = None) -> Axes:
+    """φ_f over the space of augmented input weights, its zero set and the neurons.
+
+    D = 1 (d = 1, no hidden bias): the curve φ(u) (each output), the zeros found by
+    :func:`~saddlemap.zeros_1d` (filled where ∇φ = 0, open where regular) and the neurons'
+    positions on the u axis.  D = 2: a contour plot of the first output of φ with the zero
+    level set drawn in black and the neurons as points.
+
+    Args:
+        net: the network whose output function defines φ.
+        data: the data.
+        ax: draw here; a new figure when None.
+        span: the u range (both axes for D = 2); by default a symmetric one covering the
+            neurons and their sign twins.
+
+    Returns:
+        The Axes drawn on.
+
+    Raises:
+        ValueError: D ≥ 3, or an empty ``span``.
+    """
+    D = int(net.W_aug.shape[1])
+    if D not in (1, 2):
+        raise ValueError(
+            f"plot_residual_function draws φ for D = 1 or 2 (augmented input dimension), "
+            f"got D = {D}"
+        )
+    _pyplot()
+    from .derivatives import residual_function
+
+    rf = residual_function(net, data)
+    W = _numpy(net.W_aug)
+    ax = _axes(ax)
+    if D == 1:
+        from .zero_set import zeros_1d
+
+        lo, hi = _span(W, span)
+        grid = np.linspace(lo, hi, 801)
+        with torch.no_grad():
+            phi = _numpy(rf.phi(torch.as_tensor(grid[:, None])))
+        for c in range(phi.shape[1]):
+            ax.plot(grid, phi[:, c], color=f"C{c}", lw=1.5,
+                    label="φ(u)" if phi.shape[1] == 1 else f"φ(u), output {c}")
+        ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+        zeros = zeros_1d(rf, interval=(lo, hi))
+        zs = np.array([z.u[0] for z in zeros])
+        regular = np.array([z.regular for z in zeros], dtype=bool)
+        if zs.size:
+            ax.scatter(zs, np.zeros_like(zs), s=60, facecolors=np.where(
+                regular[:, None], [[1.0, 1.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]]),
+                edgecolors="k", zorder=4, label="zeros of φ (filled: singular)")
+        ax.scatter(W[:, 0], np.zeros(net.width), marker="|", s=400, color="tab:red",
+                   linewidths=2, zorder=3, label="neurons")
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel("u")
+        ax.set_ylabel("φ(u)")
+        ax.set_title(f"residual function φ_f: {len(zeros)} zero(s) on [{lo:.3g}, {hi:.3g}]")
+        ax.legend(fontsize="small", loc="best")
+        return ax
+    lo, hi = _span(W, span)
+    num = 161
+    axis = np.linspace(lo, hi, num)
+    uu, vv = np.meshgrid(axis, axis)
+    points = torch.as_tensor(np.column_stack([uu.ravel(), vv.ravel()]))
+    chunk = max(1, 2_000_000 // max(1, data.X.shape[0]))
+    with torch.no_grad():
+        phi = np.concatenate([
+            _numpy(rf.phi(points[i : i + chunk])[:, 0]) for i in range(0, len(points), chunk)
+        ]).reshape(num, num)
+    bound = float(np.abs(phi).max()) or 1.0
+    levels = np.linspace(-bound, bound, 21)
+    filled = ax.contourf(uu, vv, phi, levels=levels, cmap="RdBu_r")
+    ax.figure.colorbar(filled, ax=ax, label="φ(u)" + (" (first output)"
+                                                      if net.output_dim > 1 else ""))
+    if phi.min() < 0.0 < phi.max():
+        ax.contour(uu, vv, phi, levels=[0.0], colors="k", linewidths=2.0)
+    ax.scatter(W[:, 0], W[:, 1], s=50, color="gold", edgecolors="k", zorder=4,
+               label="neurons")
+    hidden_bias = net.b is not None
+    ax.set_xlabel("w" if hidden_bias else "w₁")
+    ax.set_ylabel("b" if hidden_bias else "w₂")
+    ax.set_aspect("equal")
+    ax.set_title("residual function φ_f: zero set Z_f in black, neurons in gold")
+    return ax
+
+
+# ---------------------------------------------------------------------- branch hierarchy
+def _branch_label(b: Branch) -> str:
+    """'(2,1)+1∅': cluster sizes and null neurons."""
+    label = "(" + ",".join(str(s) for s in b.sizes) + ")"
+    return label + (f"+{b.nulls}∅" if b.nulls else "")
+
+
+def plot_branch_hierarchy(cs: CriticalSet, m: int, *, ax: Axes | None = None) -> Axes:
+    """The branch types of Q_w(f) for widths w = r..m, their embeddings and saddle verdicts.
+
+    One column per width, one node per branch type (cluster sizes, null neurons), ordered
+    by dimension; solid edges are splits, dotted edges add a null neuron, dashed arcs join
+    branches of one width that meet (THEORY §6).  Node colours give the saddle verdict of
+    THEORY §7 by the Fukumizu–Amari rule alone (no witness is sampled): see
+    :data:`VERDICT_COLORS`.
+
+    Args:
+        cs: the critical set.
+        m: the largest width, ≥ r.
+        ax: draw here; a new figure when None.
+
+    Returns:
+        The Axes drawn on; ``ax.lines`` holds one line per edge.
+
+    Raises:
+        ValueError: m < r.
+    """
+    if m < cs.r:
+        raise ValueError(f"m = {m} is below the minimal width r = {cs.r}")
+    _pyplot()
+    from matplotlib.lines import Line2D
+
+    from .critical_points import Verdict, certify
+    from .saddles import _branch_verdict, splitting_rule
+
+    rules = splitting_rule(cs.star, cs.data)
+    star_min = certify(cs.star, cs.data).verdict is Verdict.STRICT_MINIMUM
+    r = cs.r
+    ax = _axes(ax, figsize=(2.2 * (m - r + 1) + 2.0, 4.5))
+    pos: dict[tuple[tuple[int, ...], int, int], tuple[float, float]] = {}
+    nodes: dict[str, list[tuple[float, float]]] = {key: [] for key in VERDICT_COLORS}
+    for w in range(r, m + 1):
+        branches = cs.branches(w)
+        for i, b in enumerate(branches):
+            y = (len(branches) - 1) / 2.0 - i
+            pos[(b.sizes, b.nulls, w)] = (float(w), y)
+            if b.nulls == 0 and all(s == 1 for s in b.sizes):
+                verdict = "θ*"
+            else:
+                verdict = _branch_verdict(b, rules, star_min)[0]
+            nodes.setdefault(verdict, []).append((float(w), y))
+            ax.text(w + 0.08, y, f"{_branch_label(b)}\ndim {b.dimension}", fontsize="x-small",
+                    va="center", ha="left", zorder=5)
+    styles = {"split": "-", "null": ":", "meet": "--"}
+    for w in range(r + 1, m + 1):
+        for low, up, kind in cs.hierarchy(w):
+            lw_ = w if kind.startswith("meet") else w - 1
+            x0, y0 = pos[(low.sizes, low.nulls, lw_)]
+            x1, y1 = pos[(up.sizes, up.nulls, w)]
+            if kind.startswith("meet"):  # an arc to the left of column w
+                s = np.linspace(0.0, 1.0, 25)
+                xs = x0 - 0.25 * np.sin(np.pi * s)
+                ys = y0 + (y1 - y0) * s
+            else:
+                xs, ys = np.array([x0, x1]), np.array([y0, y1])
+            ax.plot(xs, ys, ls=styles[kind.split()[0]], color="0.55", lw=1.0, zorder=1)
+    for verdict, pts in nodes.items():
+        if pts:
+            xy = np.array(pts)
+            ax.scatter(xy[:, 0], xy[:, 1], s=90, color=VERDICT_COLORS.get(verdict, "k"),
+                       edgecolors="k", zorder=4, label=verdict)
+    ax.set_xticks(range(r, m + 1))
+    ax.set_xlim(r - 0.5, m + 0.9)
+    ax.set_yticks([])
+    ax.set_xlabel("width w")
+    ax.set_title(f"branches of Q_w(f), r = {r} ≤ w ≤ {m}"
+                 + ("" if star_min else " (θ* not a strict minimum)"))
+    handles = [
+        Line2D([], [], ls="", marker="o", color=VERDICT_COLORS.get(v, "k"), mec="k", label=v)
+        for v, pts in nodes.items() if pts
+    ]
+    handles += [Line2D([], [], ls=ls, color="0.55", label=k) for k, ls in styles.items()]
+    ax.legend(handles=handles, fontsize="x-small", loc="upper left")
+    return ax
+
+
+# ------------------------------------------------------------------------------- training
+def plot_training(history: History, *, ax: Axes | None = None,
+                  plateaus: Sequence[tuple[float, float, str]] | None = None) -> Axes:
+    """Loss (log scale, left axis) and gradient norm (log scale, right axis) against step.
+
+    Args:
+        history: a :class:`~saddlemap.History` from :func:`~saddlemap.train`.
+        ax: draw here; a new figure when None.  The gradient norm goes on ``ax.twinx()``.
+        plateaus: (start, end, label) step ranges to shade and label.
+
+    Returns:
+        The Axes of the loss (the twin axis is reachable through the figure).
+    """
+    _pyplot()
+    ax = _axes(ax)
+    step = np.asarray(history.step, dtype=float)
+    loss = np.asarray(history.loss, dtype=float)
+    grad = np.asarray(history.grad_norm, dtype=float)
+    (loss_line,) = ax.plot(step, np.where(loss > 0, loss, np.nan), color="tab:blue",
+                           label="loss R")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss R", color="tab:blue")
+    twin = ax.twinx()
+    (grad_line,) = twin.plot(step, np.where(grad > 0, grad, np.nan), color="tab:orange",
+                             label="‖∇R‖")
+    twin.set_yscale("log")
+    twin.set_ylabel("‖∇R‖", color="tab:orange")
+    for start, end, label in plateaus or ():
+        ax.axvspan(start, end, color="tab:green", alpha=0.15, zorder=0)
+        ax.text((start + end) / 2.0, 0.97, label, transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize="small")
+    ax.legend(handles=[loss_line, grad_line], fontsize="small", loc="upper right")
+    ax.set_title(f"training: {len(history)} recorded steps")
+    return ax

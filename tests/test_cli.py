@@ -1,0 +1,120 @@
+"""The command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import saddlemap as sm
+
+A, W = 0.610515537972, 1.433931221329
+X_WORKED = np.array([[-2.0], [-1.0], [-0.5], [0.5], [1.0], [2.0]])
+Y_WORKED = np.array([-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "saddlemap.cli", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    data = tmp_path / "data.npz"
+    np.savez(data, X=X_WORKED, y=Y_WORKED)
+    saddle = tmp_path / "saddle.pt"
+    torch.save(sm.TwoLayerNet([2 * A, -A], [[W], [W]]).to_torch(), saddle)
+    sm.save_model(sm.TwoLayerNet([0.3], [[1.0]]), tmp_path / "moving.npz")
+    star = tmp_path / "star.npz"
+    sm.save_model(sm.TwoLayerNet([A], [[W]]), star)
+    return {"data": data, "saddle": saddle, "star": star, "dir": tmp_path}
+
+
+def test_version_starts_fast() -> None:
+    t0 = time.perf_counter()
+    out = run("--version")
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 0 and out.stdout.strip() == f"saddlemap {sm.__version__}"
+    assert elapsed < 1.0  # no torch import on this path
+
+
+def test_help_lists_commands_and_examples() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for word in ("demo", "diagnose", "compress", "branches", "examples:"):
+        assert word in out.stdout
+
+
+def test_diagnose_writes_report_and_json(files: dict[str, Path]) -> None:
+    report = files["dir"] / "report"
+    out = run("diagnose", str(files["saddle"]), str(files["data"]), "--out", str(report),
+              "--json", "-", "--escape-steps", "100")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["classification"]["kind"] == "strict saddle"
+    assert record["reduction"]["minimal_width"] == 1
+    assert (report / "report.html").stat().st_size > 0
+    assert (report / "report.json").exists() and (report / "spectrum.png").exists()
+
+
+def test_compress_writes_a_smaller_model(files: dict[str, Path]) -> None:
+    small = files["dir"] / "small.pt"
+    out = run("compress", str(files["saddle"]), str(files["data"]), "-o", str(small))
+    assert out.returncode == 0, out.stderr
+    assert "width 2 → 1" in out.stdout
+    net = sm.load_model(small).net
+    assert net.width == 1
+    torch.testing.assert_close(net(torch.tensor(X_WORKED)),
+                               sm.TwoLayerNet([A], [[W]])(torch.tensor(X_WORKED)),
+                               rtol=0, atol=1e-12)
+
+
+def test_branches_table(files: dict[str, Path]) -> None:
+    out = run("branches", str(files["star"]), str(files["data"]), "--width", "3", "--json", "-")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["r"] == 1 and len(record["branches"]) == 3
+    assert any(b["verdict"] == "saddle branch" for b in record["branches"])
+
+
+def test_demo_runs_and_writes_a_report(tmp_path: Path) -> None:
+    out = run("demo", "--out", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stderr
+    assert "Smaller network: yes" in out.stdout
+    assert (tmp_path / "demo" / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda d: ["diagnose", str(d / "missing.pt"), str(d / "data.npz")], "missing.pt"),
+        (lambda d: ["diagnose", str(d / "corrupt.pt"), str(d / "data.npz")], "corrupt.pt"),
+        (lambda d: ["diagnose", str(d / "deep.pt"), str(d / "data.npz")],
+         "not a two-layer network"),
+        (lambda d: ["diagnose", str(d / "elu.pt"), str(d / "data.npz")], "ELU"),
+        (lambda d: ["diagnose", str(d / "saddle.pt"), str(d / "bad.npz")], "samples"),
+        (lambda d: ["diagnose", str(d / "saddle.pt"), str(d / "nan.npz")], "NaN"),
+        (lambda d: ["branches", str(d / "moving.npz"), str(d / "data.npz"), "--width", "3"],
+         "not a critical point"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code(files: dict[str, Path], make, match) -> None:
+    d = files["dir"]
+    (d / "corrupt.pt").write_bytes(b"not a torch file")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(1, 3), torch.nn.Tanh(), torch.nn.Linear(3, 3),
+                                   torch.nn.Tanh(), torch.nn.Linear(3, 1)), d / "deep.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(1, 3), torch.nn.ELU(), torch.nn.Linear(3, 1)),
+               d / "elu.pt")
+    np.savez(d / "bad.npz", X=X_WORKED, y=Y_WORKED[:4])
+    np.savez(d / "nan.npz", X=np.array([[np.nan]] * 6), y=Y_WORKED)
+    out = run(*make(d))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("saddlemap: error:"), out.stderr
+    assert match in lines[0]
