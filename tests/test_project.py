@@ -22,6 +22,7 @@ def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> N
     assert all("\n" not in c for c in commands)
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
     assert "pytest" in commands[1]
+    assert commands[0].endswith("saddlemap demo")
 
 
 def test_quickstart_example_runs() -> None:
