@@ -118,3 +118,30 @@ def test_bad_input_gives_one_line_and_exit_code(files: dict[str, Path], make, ma
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("saddlemap: error:"), out.stderr
     assert match in lines[0]
+
+
+def test_sklearn_pickle_round_trip_through_compress(tmp_path: Path) -> None:
+    import pickle
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    gen = np.random.default_rng(0)
+    X = gen.standard_normal((40, 3))
+    y = np.tanh(X @ np.array([1.0, -1.0, 0.5]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = MLPRegressor(hidden_layer_sizes=(5,), activation="tanh", max_iter=50,
+                           random_state=0).fit(X, y)
+    (tmp_path / "mlp.pkl").write_bytes(pickle.dumps(mlp))
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    out = run("compress", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "-o",
+              str(tmp_path / "small.pkl"))
+    assert out.returncode == 0, out.stderr
+    small = pickle.loads((tmp_path / "small.pkl").read_bytes())
+    np.testing.assert_allclose(small.predict(X), mlp.predict(X), rtol=0, atol=1e-12)
+    diag = run("diagnose", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "--json", "-",
+               "--escape-steps", "0")
+    assert diag.returncode == 0, diag.stderr
+    assert json.loads(diag.stdout)["model"]["width"] == 5

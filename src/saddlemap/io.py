@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import os
 import re
 import warnings
@@ -166,12 +167,14 @@ def load_model(model: object | PathLike, activation: str | None = None) -> Loade
     * a fitted scikit-learn ``MLPRegressor`` or ``MLPClassifier`` with one hidden layer;
     * a file: ``.pt``/``.pth`` holding a whole module or a state_dict, ``.safetensors``
       (a state_dict; the activation from the metadata key ``"activation"`` unless given),
-      or ``.npz`` (arrays ``a``, ``W``, optional ``b``, ``c`` and the string
-      ``activation``), as written by :func:`save_model`.
+      ``.npz`` (arrays ``a``, ``W``, optional ``b``, ``c`` and the string
+      ``activation``), as written by :func:`save_model`, or a pickled scikit-learn MLP
+      (``.pkl``, ``.pickle``, ``.joblib`` written with ``pickle``).
 
     Warning:
-        ``.pt``/``.pth`` files are read with ``torch.load(weights_only=False)``, which
-        unpickles arbitrary Python objects and can run code: use it only on trusted files.
+        ``.pt``/``.pth`` files are read with ``torch.load(weights_only=False)`` and ``.pkl``
+        files with ``pickle``: both unpickle arbitrary Python objects and can run code, so
+        use them only on trusted files.
 
     Args:
         model: the model object or a path to a model file.
@@ -306,10 +309,25 @@ def _load_model_file(path: Path, activation: str | None) -> LoadedModel:
         return _load_safetensors(path, activation)
     if suffix == ".npz":
         return _load_npz_model(path, activation)
+    if suffix in (".pkl", ".pickle", ".joblib"):
+        return _load_pickled_estimator(path)
     raise ModelError(
         f"{path}: unsupported model file suffix {path.suffix!r}; "
-        "expected .pt, .pth, .safetensors or .npz"
+        "expected .pt, .pth, .safetensors, .npz or a pickled scikit-learn model (.pkl)"
     )
+
+
+def _load_pickled_estimator(path: Path) -> LoadedModel:
+    """A pickled fitted scikit-learn MLP (unpickling runs code: trusted files only)."""
+    import pickle
+
+    try:
+        obj = pickle.loads(path.read_bytes())
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot unpickle: {_one_line(exc)}") from exc
+    if not type(obj).__module__.startswith("sklearn."):
+        raise ModelError(f"{path}: holds a {type(obj).__name__}, expected a scikit-learn MLP")
+    return dataclasses.replace(_from_sklearn(obj), path=str(path))
 
 
 def _load_safetensors(path: Path, activation: str | None) -> LoadedModel:
