@@ -43,3 +43,13 @@ def timed(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return {**out, "median_s": statistics.median(times), "repeats": repeats}
+
+
+def narrow_critical_point(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
+    """A width-5 critical point of a tanh teacher–student problem (d = 10, n = 1000)."""
+    prob = sm.teacher_student(8, 5, d=10, n=1000, activation="tanh", seed=seed, noise=0.1)
+    trained = sm.train(prob.student, prob.data, optimizer="lbfgs", steps=1000, grad_tol=1e-7)
+    narrow = sm.find_critical_point(trained.net, prob.data)
+    if not narrow.converged:
+        raise RuntimeError("the width-5 problem did not give a critical point; change the seed")
+    return narrow.net, prob.data

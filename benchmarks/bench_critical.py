@@ -25,24 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import RESULTS, machine, timed
+from _common import RESULTS, machine, narrow_critical_point, timed
 from scipy.optimize import least_squares, root
 
 import saddlemap as sm
 
 
 def embedded_saddle(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
-    prob = sm.teacher_student(8, 5, d=10, n=1000, activation="tanh", seed=seed, noise=0.1)
-    trained = sm.train(prob.student, prob.data, optimizer="lbfgs", steps=1000, grad_tol=1e-7)
-    narrow = sm.find_critical_point(trained.net, prob.data)
-    if not narrow.converged:
-        raise RuntimeError("the width-5 problem did not give a critical point; change the seed")
+    narrow, data = narrow_critical_point(seed)
     gen = torch.Generator().manual_seed(seed)
     ratios = torch.rand(5, 10, generator=gen, dtype=torch.float64) + 0.5
     ratios = ratios / ratios.sum(1, keepdim=True)
-    a = (narrow.net.a * ratios).reshape(-1, 1)
-    W = narrow.net.W.repeat_interleave(10, dim=0)
-    return sm.TwoLayerNet(a, W, activation="tanh"), prob.data
+    a = (narrow.a * ratios).reshape(-1, 1)
+    W = narrow.W.repeat_interleave(10, dim=0)
+    return sm.TwoLayerNet(a, W, activation="tanh"), data
 
 
 def perturbed(net: sm.TwoLayerNet, data: sm.Dataset, target: float = 1e-4) -> sm.TwoLayerNet:

@@ -24,23 +24,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import RESULTS, machine, timed
+from _common import RESULTS, machine, narrow_critical_point, timed
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 import saddlemap as sm
 
 
 def split_saddle(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
-    prob = sm.teacher_student(8, 5, d=10, n=1000, activation="tanh", seed=seed, noise=0.1)
-    trained = sm.train(prob.student, prob.data, optimizer="lbfgs", steps=1000, grad_tol=1e-7)
-    narrow = sm.find_critical_point(trained.net, prob.data)
-    if not narrow.converged:
-        raise RuntimeError("the width-5 problem did not give a critical point; change the seed")
+    narrow, data = narrow_critical_point(seed)
     gen = torch.Generator().manual_seed(seed)
     ratios = torch.rand(5, 20, generator=gen, dtype=torch.float64) - 0.3
     ratios[:, -1] = 1 - ratios[:, :-1].sum(1)
-    a = (narrow.net.a * ratios).reshape(-1, 1)
-    return sm.TwoLayerNet(a, narrow.net.W.repeat_interleave(20, dim=0)), prob.data
+    a = (narrow.a * ratios).reshape(-1, 1)
+    return sm.TwoLayerNet(a, narrow.W.repeat_interleave(20, dim=0)), data
 
 
 def ours(net: sm.TwoLayerNet, data: sm.Dataset) -> dict[str, Any]:

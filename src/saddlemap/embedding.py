@@ -158,7 +158,7 @@ class Embedding:
             raise ModelError(
                 f"this embedding maps networks of {_describe(source)}, got {_describe(net.layout)}"
             )
-        return _net_from_flat(self.net.layout, self.apply(net.flatten()), net.activation)
+        return TwoLayerNet.from_flat(self.apply(net.flatten()), self.net.layout, net.activation)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -173,17 +173,6 @@ def _describe(layout: ParamLayout, width: bool = True) -> str:
 def _fmt(values: Sequence[float] | torch.Tensor) -> str:
     items = values.flatten().tolist() if isinstance(values, torch.Tensor) else list(values)
     return "(" + ", ".join(f"{float(v):.6g}" for v in items) + ")"
-
-
-def _net_from_flat(layout: ParamLayout, theta: torch.Tensor, activation: Any) -> TwoLayerNet:
-    a, w_aug, c = layout.split(theta)
-    d = layout.input_dim
-    return TwoLayerNet(
-        a, w_aug[:, :d],
-        b=w_aug[:, d] if layout.hidden_bias else None,
-        c=c if layout.output_bias else None,
-        activation=activation,
-    )
 
 
 def _linear_part(old: ParamLayout, sources: Sequence[_Source], like: torch.Tensor) -> torch.Tensor:
@@ -230,7 +219,7 @@ def _make(
     A = _linear_part(old, sources, theta)
     o = _offset(new, fixed or {}, theta)
     # each row of A has at most one nonzero entry: A θ is exact
-    wide = _net_from_flat(new, A @ theta + o, net.activation)
+    wide = TwoLayerNet.from_flat(A @ theta + o, new, net.activation)
     return Embedding(wide, A, o, kind, sample_independent, description)
 
 

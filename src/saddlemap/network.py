@@ -235,14 +235,20 @@ class TwoLayerNet:
 
     def unflatten(self, theta: torch.Tensor) -> TwoLayerNet:
         """A network of the same layout and activation with parameters ``theta`` (P,)."""
-        lay = self.layout
-        a, w_aug, c = lay.split(theta)
-        d = lay.input_dim
-        return TwoLayerNet(
+        return TwoLayerNet.from_flat(theta, self.layout, self.activation)
+
+    @classmethod
+    def from_flat(
+        cls, theta: torch.Tensor, layout: ParamLayout, activation: str | Activation
+    ) -> TwoLayerNet:
+        """The network with flat parameters ``theta`` in ``layout``."""
+        a, w_aug, c = layout.split(theta)
+        d = layout.input_dim
+        return cls(
             a, w_aug[:, :d],
-            b=w_aug[:, d] if lay.hidden_bias else None,
-            c=c if lay.output_bias else None,
-            activation=self.activation,
+            b=w_aug[:, d] if layout.hidden_bias else None,
+            c=c if layout.output_bias else None,
+            activation=activation,
         )
 
     def replace(self, **changes: Any) -> TwoLayerNet:
