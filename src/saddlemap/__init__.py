@@ -79,6 +79,7 @@ if TYPE_CHECKING:
         get_loss,
         register_loss,
     )
+    from .monitor import Plateau, PlateauMonitor
     from .network import ParamLayout, TwoLayerNet
     from .plots import (
         plot_branch_hierarchy,
@@ -165,6 +166,7 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
         "diagnose": ["diagnose", "compress", "Report", "Compressed"],
         "demo": ["run_demo"],
         "io": ["load_model", "save_model", "load_data", "export_model", "LoadedModel"],
+        "monitor": ["PlateauMonitor", "Plateau"],
     },
     "plots": {
         "plots": [
