@@ -145,3 +145,26 @@ def test_sklearn_pickle_round_trip_through_compress(tmp_path: Path) -> None:
                "--escape-steps", "0")
     assert diag.returncode == 0, diag.stderr
     assert json.loads(diag.stdout)["model"]["width"] == 5
+
+
+def test_study_run_and_summary(tmp_path: Path) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text(
+        "steps = 150\nwindow = 30\nmin_length = 15\n\n[grid]\nactivation = [\"erf\"]\n"
+        "teacher_width = [1]\nwidth = [1, 2]\nd = [3]\nn = [30]\nseeds = 2\n"
+    )
+    db = tmp_path / "study.sqlite"
+    out = run("study", "run", str(config), "--db", str(db), "--engine", "serial", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "4 runs: 0 already done, 4 run now, 0 failed" in out.stdout
+    again = run("study", "run", str(config), "--db", str(db), "--engine", "serial", "--quiet")
+    assert "4 already done, 0 run now" in again.stdout
+    summary = run("study", "summary", str(db), "--csv", str(tmp_path / "csv"), "--plot",
+                  str(tmp_path / "s.png"))
+    assert summary.returncode == 0, summary.stderr
+    assert "erf" in summary.stdout and (tmp_path / "csv" / "runs.csv").exists()
+    assert (tmp_path / "s.png").stat().st_size > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grid]\nwidth = [1]\nteacher_width = [2]\n")
+    err = run("study", "run", str(bad), "--db", str(tmp_path / "x.sqlite"))
+    assert err.returncode == 2 and err.stderr.startswith("saddlemap: error:")

@@ -102,6 +102,7 @@ if TYPE_CHECKING:
         splitting_rule,
     )
     from .spectrum import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
+    from .study import StudyConfig, load_config, run_study, summarize
     from .training import History, TrainResult, TrainState, safe_step_size, train
     from .zero_set import ZeroSetPoint, project_to_zero_set, zero_set_points, zeros_1d
 
@@ -167,6 +168,7 @@ _GROUPS: dict[str, dict[str, list[str]]] = {
         "demo": ["run_demo"],
         "io": ["load_model", "save_model", "load_data", "export_model", "LoadedModel"],
         "monitor": ["PlateauMonitor", "Plateau"],
+        "study": ["run_study", "summarize", "load_config", "StudyConfig"],
     },
     "plots": {
         "plots": [

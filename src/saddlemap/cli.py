@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   saddlemap diagnose mlp.pkl data.csv --target y --json -
   saddlemap compress model.pt -o small.pt
   saddlemap branches critical.npz data.npz --width 4
+  saddlemap study run study.toml --db study.sqlite --workers 2
+  saddlemap study summary study.sqlite --csv results/
 """
 
 
@@ -67,6 +69,21 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("--width", type=int, required=True, help="m, the width to map")
     br.add_argument("--json", help="write the branches as JSON here ('-' for stdout)")
     _data_options(br)
+    study = sub.add_parser("study", help="teacher–student studies: how often training stalls "
+                           "at saddles of narrower networks")
+    study_sub = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    run = study_sub.add_parser("run", help="run (or resume) the runs of a TOML/JSON config")
+    run.add_argument("config")
+    run.add_argument("--db", default="study.sqlite", help="SQLite results database")
+    run.add_argument("--engine", choices=("process", "serial", "ray"), default="process")
+    run.add_argument("--workers", type=int, help="processes (default: all cores)")
+    run.add_argument("--address", help="Ray cluster address (with --engine ray)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    summ = study_sub.add_parser("summary", help="the table of a study's results")
+    summ.add_argument("db")
+    summ.add_argument("--csv", help="export runs.csv and plateaus.csv into this folder")
+    summ.add_argument("--parquet", help="export Parquet files into this folder")
+    summ.add_argument("--plot", help="write the summary figure (PNG) here")
     return parser
 
 
@@ -169,8 +186,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .study import export_csv, export_parquet, plot_summary, run_study, summarize
+
+    if args.study_command == "run":
+        report = run_study(args.config, args.db, engine=args.engine, workers=args.workers,
+                           address=args.address, progress=not args.quiet)
+        print(f"{report.total} runs: {report.already_done} already done, {report.run_now} run "
+              f"now, {report.failed} failed; results in {args.db}")
+        return 1 if report.failed else 0
+    if not Path(args.db).is_file():
+        raise FileNotFoundError(f"{args.db}: no such study database")
+    summary = summarize(args.db)
+    print(summary.to_markdown())
+    if args.csv:
+        export_csv(args.db, args.csv)
+    if args.parquet:
+        export_parquet(args.db, args.parquet)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        ax = plot_summary(summary)
+        ax.figure.savefig(args.plot, dpi=110, bbox_inches="tight")
+    return 0
+
+
 COMMANDS = {"diagnose": _cmd_diagnose, "compress": _cmd_compress, "branches": _cmd_branches,
-            "demo": _cmd_demo}
+            "demo": _cmd_demo, "study": _cmd_study}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

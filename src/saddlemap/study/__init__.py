@@ -1,0 +1,42 @@
+"""Teacher–student studies: grids of runs, a resumable SQLite store, engines, summaries.
+
+>>> from saddlemap.study import StudyConfig
+>>> len(StudyConfig.from_dict({"grid": {"width": [2, 3], "teacher_width": [1]}}).runs())
+2
+"""
+
+from .config import ConfigError, RunSpec, StudyConfig, load_config
+from .engines import ProcessEngine, RayEngine, SerialEngine, make_engine
+from .runner import Outcome, StudyReport, execute, run_one, run_study
+from .store import StudyStore
+from .summary import (
+    Summary,
+    SummaryRow,
+    export_csv,
+    export_parquet,
+    plot_summary,
+    summarize,
+)
+
+__all__ = [
+    "ConfigError",
+    "Outcome",
+    "ProcessEngine",
+    "RayEngine",
+    "RunSpec",
+    "SerialEngine",
+    "StudyConfig",
+    "StudyReport",
+    "StudyStore",
+    "Summary",
+    "SummaryRow",
+    "execute",
+    "export_csv",
+    "export_parquet",
+    "load_config",
+    "make_engine",
+    "plot_summary",
+    "run_one",
+    "run_study",
+    "summarize",
+]
