@@ -353,3 +353,26 @@ def test_plot_summary(tmp_path: Path) -> None:
     _fake_db(db)
     ax = plot_summary(summarize(db))
     assert len(ax.patches) == 2
+
+
+def test_saad_solla_study_measures_plateau_growth(tmp_path: Path) -> None:
+    # THEORY §9: the symmetric plateau of the soft committee machine lengthens as the
+    # initialisation shrinks; the study records it run by run.
+    from saddlemap.study import StudyStore
+
+    config = StudyConfig.from_dict({
+        "steps": 800, "window": 50, "rtol": 1e-2, "min_length": 25, "committee": True,
+        "grid": {"activation": ["erf"], "teacher_width": [2], "width": [2], "d": [8],
+                 "n": [400], "lr": [0.05], "init_scale": [1e-2, 1e-3], "seeds": [0]},
+    })
+    db = str(tmp_path / "ss.sqlite")
+    report = run_study(config, db, engine="serial")
+    assert report.failed == 0
+    with StudyStore(db) as store:
+        runs = {r["run_id"]: r["spec"]["init_scale"] for r in store.runs()}
+        longest: dict[float, int] = {}
+        for p in store.plateaus():
+            if p["verdict"] == "saddle of a narrower network":
+                scale = runs[p["run_id"]]
+                longest[scale] = max(longest.get(scale, 0), p["duration"])
+    assert longest.get(1e-3, 0) > longest.get(1e-2, 0) > 0

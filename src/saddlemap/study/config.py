@@ -74,6 +74,8 @@ class RunSpec:
         window: PlateauMonitor window.
         rtol: PlateauMonitor relative tolerance.
         min_length: PlateauMonitor minimum plateau length.
+        committee: the soft committee machine of Saad & Solla: an orthonormal teacher with
+            unit output weights, and a student whose output weights are fixed at 1.
     """
 
     activation: str
@@ -90,6 +92,7 @@ class RunSpec:
     window: int
     rtol: float
     min_length: int
+    committee: bool = False
 
     @property
     def ratio(self) -> float:
@@ -107,6 +110,8 @@ class RunSpec:
             d[key] = float(d[key])
         if d["lr"] is not None:
             d["lr"] = float(d["lr"])
+        if not d["committee"]:
+            del d["committee"]  # ids of ordinary runs do not depend on the option
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -117,7 +122,7 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
         """Rebuild a spec from :meth:`to_dict` output."""
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 # ---------------------------------------------------------------------------- validation
@@ -182,11 +187,18 @@ _GRID: dict[str, tuple[Callable[[str, Any], Any], tuple[Any, ...]]] = {
     "lr": (_lr, (None,)),
     "init_scale": (_real(positive=True), (0.5,)),
 }
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
 _SCALARS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "steps": (_int(1), 1000),
     "window": (_int(1), 100),
     "rtol": (_real(positive=True), 1e-3),
     "min_length": (_int(1), 50),
+    "committee": (_bool, False),
 }
 
 
@@ -231,6 +243,7 @@ class StudyConfig:
     window: int = 100
     rtol: float = 1e-3
     min_length: int = 50
+    committee: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudyConfig:

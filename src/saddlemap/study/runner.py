@@ -31,6 +31,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         and ``plateaus`` (a list of dicts with start, end, duration, loss, width, verdict,
         kind).
     """
+    import torch
+
     from ..monitor import PlateauMonitor
     from ..problems import teacher_student
     from ..training import train
@@ -44,18 +46,23 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         seed=spec.seed,
         noise=spec.noise,
         init_scale=spec.init_scale,
+        orthonormal=spec.committee,
     )
+    student = prob.student
+    if spec.committee:  # Saad & Solla: output weights fixed at 1
+        student = student.replace(a=torch.ones_like(student.a))
     monitor = PlateauMonitor(
         prob.data, window=spec.window, rtol=spec.rtol, min_length=spec.min_length
     )
     result = train(
-        prob.student,
+        student,
         prob.data,
         optimizer=spec.optimizer,  # type: ignore[arg-type]
         lr=spec.lr,
         steps=spec.steps,
         callbacks=[monitor],
         seed=spec.seed,
+        freeze=("a",) if spec.committee else (),
     )
     plateaus = [
         {
