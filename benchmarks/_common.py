@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -53,3 +54,11 @@ def narrow_critical_point(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
     if not narrow.converged:
         raise RuntimeError("the width-5 problem did not give a critical point; change the seed")
     return narrow.net, prob.data
+
+
+def write_results(name: str, result: dict[str, Any], lines: list[str]) -> None:
+    """Write ``results/NAME.json`` and ``results/NAME.md``, and print the Markdown."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -19,13 +19,12 @@ Run: ``python benchmarks/bench_critical.py [--quick]``; results go to
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from _common import RESULTS, machine, narrow_critical_point, timed
+from _common import machine, narrow_critical_point, timed, write_results
 from scipy.optimize import least_squares, root
 
 import saddlemap as sm
@@ -112,8 +111,6 @@ def main() -> None:
             row["reached_1e-10"] = row["grad_norm"] <= 1e-10
     result = {"problem": {"activation": "tanh", "d": 10, "m": 50, "n": 1000, "P": net.num_params,
                           "start_grad_norm": g0}, "machine": machine(), "results": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "critical.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# Certify a critical point (d=10, m=50, n=1000, P=550, tanh)",
         "",
@@ -131,8 +128,7 @@ def main() -> None:
             f"| {name} | {row['median_s']:.3f} | {row['ratio_to_saddlemap']:.1f} | "
             f"{row['grad_norm']:.1e} | {row['iterations']} | {row['verdict']} |"
         )
-    (RESULTS / "critical.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("critical", result, lines)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,17 @@ Run: ``python benchmarks/bench_reduce.py [--quick]``; results go to
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _common import write_results
 
 import saddlemap as sm
 
-RESULTS = Path(__file__).parent / "results"
 CLUSTERS, D = 200, 20
 
 
@@ -87,8 +85,6 @@ def main() -> None:
     exponent = float(np.polyfit(np.log(ms), np.log([r["reduce_s"] for r in rows]), 1)[0])
     result = {"clusters": CLUSTERS, "d": D, "rows": rows, "scaling_exponent": exponent,
               "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "reduce.json").write_text(json.dumps(result, indent=2))
     lines = [
         f"# reduce: m neurons in {CLUSTERS} clusters, d = {D}, tanh",
         "",
@@ -103,8 +99,7 @@ def main() -> None:
             f"| {r['m']} | {r['reduce_s']:.3f} | {r['reduce_with_rank_check_s']:.3f} | "
             f"{r['width']} | {r['output_change']:.1e} | {naive} |"
         )
-    (RESULTS / "reduce.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("reduce", result, lines)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ Run: ``python benchmarks/bench_saddles.py [--quick]``; results go to
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from _common import RESULTS, machine, narrow_critical_point, timed
+from _common import machine, narrow_critical_point, timed, write_results
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 import saddlemap as sm
@@ -94,8 +93,6 @@ def main() -> None:
             row["ratio_to_saddlemap"] = row["median_s"] / base
     result = {"problem": {"activation": "tanh", "d": 10, "m": 100, "n": 1000,
                           "P": net.num_params}, "machine": machine(), "results": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "saddles.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# Classify a split saddle and find the way down (d=10, m=100, n=1000, P=1100, tanh)",
         "",
@@ -112,8 +109,7 @@ def main() -> None:
             f"| {name} | {row['median_s']:.3f} | {row['ratio_to_saddlemap']:.1f} | "
             f"{row['matvecs']} | {row['kind']} | {row['curvature']:.3e} | {row['loss_drop']:.3e} |"
         )
-    (RESULTS / "saddles.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("saddles", result, lines)
 
 
 if __name__ == "__main__":

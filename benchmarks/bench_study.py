@@ -13,13 +13,12 @@ and ``study.md``.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import RESULTS, machine
+from _common import machine, write_results
 
 import saddlemap as sm
 from saddlemap.study import StudyConfig, run_study
@@ -68,8 +67,6 @@ def main() -> None:
     }
     over = monitor_overhead()
     result = {"throughput": rows, "monitor": over, "machine": machine(), "config": CONFIG}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "study.json").write_text(json.dumps(result, indent=2))
     lines = ["# Study throughput and monitor overhead", "",
              f"Machine: {result['machine']['cpu']}, torch {torch.__version__}.", "",
              "| engine | runs | seconds | runs per minute |", "|---|---|---|---|"]
@@ -78,8 +75,7 @@ def main() -> None:
     lines += ["", f"Monitor: a gd step takes {over['step_ms']:.2f} ms, "
               f"{over['step_with_monitor_ms']:.2f} ms with the monitor "
               f"({100 * over['overhead_fraction']:.1f} % overhead; d=10, m=100, n=1000)."]
-    (RESULTS / "study.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("study", result, lines)
 
 
 if __name__ == "__main__":

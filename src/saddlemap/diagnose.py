@@ -93,7 +93,10 @@ def compress(
     """
     net, loaded = _as_loaded(model, activation)
     X_t = None if X is None else torch.as_tensor(X, dtype=net.dtype)
-    red = reduce(net, X_t, tol=tol)
+    return _compressed(net, reduce(net, X_t, tol=tol), loaded)
+
+
+def _compressed(net: TwoLayerNet, red: Reduction, loaded: Any) -> Compressed:
     exported: Any = red.net
     if loaded is not None and loaded.kind in ("torch", "sklearn"):
         from .io import export_model
@@ -224,13 +227,14 @@ def diagnose(
     if refined and not point.converged:
         notes.append("refinement did not reach a critical point: the model is still training")
     at = point.net if point.converged else net
-    classification = classify(at, data)
+    # the certificate of ``at`` is already known: ``point`` when refined to it, else ``start``
+    classification = classify(at, data, certificate=point if point.converged else start)
     reduction = reduce(at, data.X)
     escaped = None
     if escape_steps and classification.kind in (Kind.STRICT_SADDLE, Kind.NON_STRICT_SADDLE):
-        escaped = escape(at, data, steps=escape_steps)
+        escaped = escape(at, data, steps=escape_steps, start=classification)
     source = "TwoLayerNet" if loaded is None else f"{loaded.kind} model"
-    compression = compress(at)
+    compression = _compressed(at, reduction, None)
     return Report(
         net, data, risk(net, data), start, point, refined, classification, reduction,
         compression, escaped, source, tuple(notes),

@@ -361,7 +361,8 @@ def _grad_phi_norm(rf: ResidualFunction, u: torch.Tensor, grad_rtol: float, name
 def _origin_point(rf: ResidualFunction, phi_rtol: float) -> list[ZeroSetPoint]:
     """The point u = 0 of Z_f, when φ(0) = σ(0) Σ_i e_i vanishes (σ(0) = 0, or Σ_i e_i = 0).
 
-    The zero-set searches can drop it: near u = 0 every term of φ vanishes with σ(0) = 0.
+    The origin is the smallest-norm candidate there is, and random projections rarely land
+    on it exactly, so it is checked directly.
     """
     zero = rf.X.new_zeros(rf.X.shape[1])
     phi = float(torch.linalg.vector_norm(rf.phi(zero)))

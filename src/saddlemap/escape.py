@@ -101,6 +101,7 @@ def escape(
     steps: int = 2000,
     refine: bool = True,
     zero_rtol: float | None = None,
+    start: Classification | None = None,
 ) -> EscapeResult:
     """Escape from the critical point ``net`` and follow training to the next one.
 
@@ -114,8 +115,10 @@ def escape(
         steps: training steps after the step.
         refine: refine the trained point to a critical point and certify it.
         zero_rtol: relative zero tolerance for the spectra.
+        start: the :func:`~saddlemap.classify` result of ``net``, if already computed.
     """
-    start = classify(net, data, zero_rtol=zero_rtol)
+    if start is None:
+        start = classify(net, data, zero_rtol=zero_rtol)
     before = loss(net, data)
     scale = 0.5 * max(1.0, float(net.flatten().abs().max()))
     if start.kind is Kind.STRICT_SADDLE and start.direction is not None:

@@ -250,7 +250,12 @@ def _split_witness(
     return _unit(v)
 
 
-def classify(net: TwoLayerNet, data: Dataset, zero_rtol: float | None = None) -> Classification:
+def classify(
+    net: TwoLayerNet,
+    data: Dataset,
+    zero_rtol: float | None = None,
+    certificate: CriticalPoint | None = None,
+) -> Classification:
     """Classify a point with the spectrum and the saddle theory (THEORY §7).
 
     Order of evidence: not critical → negative eigenvalue (strict saddle, its eigenvector) →
@@ -258,8 +263,9 @@ def classify(net: TwoLayerNet, data: Dataset, zero_rtol: float | None = None) ->
     point of Z_f; non-strict with an escape curve at a singular one), a split cluster
     (Fukumizu–Amari) → local minimum when θ* is a strict minimum and every split has
     K_j ≻ 0 with positive ratios → otherwise undetermined, saying what was checked.
+    ``certificate`` reuses a :func:`certify` of this very ``net`` instead of computing it.
     """
-    cert = certify(net, data, zero_rtol=zero_rtol)
+    cert = certificate if certificate is not None else certify(net, data, zero_rtol=zero_rtol)
     evidence = []
     if not net.activation.analytic:
         evidence.append(
