@@ -25,6 +25,41 @@ def test_derivatives_match_autodiff(activation: str | sm.Activation) -> None:
     torch.testing.assert_close(act.d2(Z), d2, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=_name)
+def test_with_derivatives_equals_the_separate_functions(activation: str | sm.Activation) -> None:
+    act = sm.get_activation(activation)
+    z = Z.reshape(-1, 1).expand(-1, 3).contiguous()
+    expected = (act.fn(z), act.d1(z), act.d2(z))
+    out = tuple(torch.full_like(z, float("nan")) for _ in range(3))
+    for got in (act.with_derivatives(z), act.with_derivatives(z, out=out)):
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-14, atol=1e-15)
+    assert all(o is g for o, g in zip(out, act.with_derivatives(z, out=out), strict=True))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softplus"])
+def test_logistic_derivatives_in_saturation(name: str) -> None:
+    # Below zero σ' ≈ e^{z} keeps every digit; above, s ≈ 1 − e^{−z} is one double, so
+    # only ε absolute is possible there.
+    z = torch.tensor([-20.0, -30.0, 20.0, 30.0], dtype=torch.float64)
+    _, d1, d2 = sm.get_activation(name).with_derivatives(z)
+    p = torch.exp(-z.abs())
+    logistic_d1 = p / (1 + p) ** 2
+    logistic_d2 = logistic_d1 * torch.tanh(-z / 2)
+    eps = torch.finfo(torch.float64).eps
+    pairs = [(d1, logistic_d1), (d2, logistic_d2)] if name == "sigmoid" else [(d2, logistic_d1)]
+    for got, want in pairs:
+        torch.testing.assert_close(got[:2], want[:2], rtol=1e-13, atol=0)
+        torch.testing.assert_close(got[2:], want[2:], rtol=0, atol=eps)
+
+
+def test_with_derivatives_stays_differentiable_under_autograd() -> None:
+    z = torch.tensor([0.3, -1.2], dtype=torch.float64, requires_grad=True)
+    s, s1, _ = sm.get_activation("tanh").with_derivatives(z)
+    (grad,) = torch.autograd.grad(s.sum(), z)
+    torch.testing.assert_close(grad, s1.detach(), rtol=1e-15, atol=0)
+
+
 IDENTITIES = {
     Symmetry.ODD: lambda f, z: f(-z) + f(z),
     Symmetry.ODD_PLUS_CONSTANT: lambda f, z: f(z) + f(-z) - 2 * f(torch.zeros_like(z)),

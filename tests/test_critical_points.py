@@ -67,8 +67,15 @@ def test_matrix_free_refinement_agrees_with_dense() -> None:
     split = sm.TwoLayerNet([2 * A_STAR, -A_STAR], [[W_STAR + 1e-4], [W_STAR - 2e-4]])
     dense = find_critical_point(split, WORKED, method="dense")
     free = find_critical_point(split, WORKED, method="matrix_free")
-    assert free.converged and free.verdict is Verdict.STRICT_SADDLE
-    torch.testing.assert_close(free.net.flatten(), dense.net.flatten(), atol=1e-8, rtol=0)
+    assert dense.converged and free.converged
+    assert dense.verdict is free.verdict is Verdict.STRICT_SADDLE
+    # Where on the flat branch {w₁ = w₂ = w*, a₁ + a₂ = a*} a Newton-type step lands is set by
+    # a near-zero Hessian eigenvalue, so it moves with rounding (1e-15 in the start moves the
+    # dense answer by 5e-4 along the branch): compare the branch, not the place on it.
+    for cp in (dense, free):
+        torch.testing.assert_close(cp.net.W.flatten(), torch.full((2,), W_STAR), atol=1e-9, rtol=0)
+        assert float(cp.net.a.sum()) == pytest.approx(A_STAR, abs=1e-9)
+    assert free.loss == pytest.approx(dense.loss, rel=1e-12)
 
 
 def test_not_critical_point_is_not_called_critical() -> None:

@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 Elementwise = Callable[[torch.Tensor], torch.Tensor]
-Fused = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+# Writes σ(z), σ'(z), σ''(z) into three tensors of z's shape; the first may be z itself, so
+# each writes σ only once it no longer reads z.
+Fused = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class Symmetry(enum.Enum):
@@ -86,11 +88,27 @@ class Activation:
         """Evaluate σ(z)."""
         return self.fn(z)
 
-    def with_derivatives(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(σ(z), σ'(z), σ''(z)), sharing the transcendental evaluations where it can."""
-        if self.fused is not None:
-            return self.fused(z)
-        return self.fn(z), self.d1(z), self.d2(z)
+    def with_derivatives(
+        self,
+        z: torch.Tensor,
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(σ(z), σ'(z), σ''(z)), sharing the transcendental evaluations where it can.
+
+        With ``out`` (three tensors shaped like z; the first may be z itself, to evaluate
+        in place), the values are written there and ``out`` is returned.
+        """
+        if self.fused is None or (z.requires_grad and torch.is_grad_enabled()):
+            values = self.fn(z), self.d1(z), self.d2(z)
+            if out is None:
+                return values
+            for dst, src in zip(out, values, strict=True):
+                dst.copy_(src)
+            return out
+        if out is None:
+            out = (torch.empty_like(z), torch.empty_like(z), torch.empty_like(z))
+        self.fused(z, *out)
+        return out
 
     @property
     def zero_at_origin(self) -> bool:
@@ -125,31 +143,45 @@ def _tanh_d2(z: torch.Tensor) -> torch.Tensor:
     return -2.0 * t * (1.0 - t * t)
 
 
-def _tanh_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    t = torch.tanh(z)
-    d1 = 1.0 - t * t
-    return t, d1, -2.0 * t * d1
+def _tanh_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    torch.tanh(z, out=s)
+    torch.addcmul(z.new_ones(()), s, s, value=-1.0, out=s1)  # 1 − t²
+    torch.addcmul(z.new_zeros(()), s, s1, value=-2.0, out=s2)  # −2t(1 − t²)
 
 
-def _sigmoid_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    s = torch.sigmoid(z)
-    d1 = s * (1.0 - s)
-    return s, d1, d1 * (1.0 - 2.0 * s)
+def _sigmoid_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    torch.sigmoid(z, out=s)
+    _logistic_derivatives(s, s1, s2)
 
 
-def _softplus_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    s = torch.sigmoid(z)
-    return _softplus(z), s, s * (1.0 - s)
+def _logistic_derivatives(s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    # s(1 − s), not s − s²: 1 − s is exact near saturation, s − s² cancels there.
+    torch.sub(s, 1.0, out=s1).mul_(s).neg_()
+    torch.mul(s, -2.0, out=s2).add_(1.0).mul_(s1)  # s(1 − s)(1 − 2s)
 
 
-def _erf_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    d1 = _TWO_OVER_SQRT_PI * torch.exp(-z * z)
-    return torch.special.erf(z), d1, -2.0 * z * d1
+def _softplus_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    torch.sigmoid(z, out=s1)
+    torch.sub(s1, 1.0, out=s2).mul_(s1).neg_()
+    torch.logaddexp(z, z.new_zeros(()), out=s)
 
 
-def _exp_all(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    e = torch.exp(z)
-    return e, e, e
+def _erf_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    torch.mul(z, z, out=s1).neg_().exp_().mul_(_TWO_OVER_SQRT_PI)
+    torch.mul(z, s1, out=s2).mul_(-2.0)
+    torch.special.erf(z, out=s)
+
+
+def _exp_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    torch.exp(z, out=s)
+    s1.copy_(s)
+    s2.copy_(s)
+
+
+def _sin_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+    torch.cos(z, out=s1)
+    torch.sin(z, out=s)
+    torch.neg(s, out=s2)
 
 
 def _sigmoid_d1(z: torch.Tensor) -> torch.Tensor:
@@ -253,18 +285,18 @@ def register_activation(activation: Activation, *aliases: str) -> Activation:
 
 for _act, _aliases in [
     (Activation("tanh", torch.tanh, _tanh_d1, _tanh_d2, Symmetry.ODD, torch_module="Tanh",
-                fused=_tanh_all), ()),
+                fused=_tanh_into), ()),
     (Activation("sigmoid", torch.sigmoid, _sigmoid_d1, _sigmoid_d2, Symmetry.ODD_PLUS_CONSTANT,
-                torch_module="Sigmoid", fused=_sigmoid_all), ("logistic",)),
+                torch_module="Sigmoid", fused=_sigmoid_into), ("logistic",)),
     (Activation("softplus", _softplus, torch.sigmoid, _sigmoid_d1, Symmetry.ODD_PART_LINEAR,
-                torch_module="Softplus", fused=_softplus_all), ()),
+                torch_module="Softplus", fused=_softplus_into), ()),
     (Activation("gelu", _gelu, _gelu_d1, _gelu_d2, Symmetry.ODD_PART_LINEAR,
                 torch_module="GELU"), ()),
     (Activation("silu", _silu, _silu_d1, _silu_d2, Symmetry.ODD_PART_LINEAR,
                 torch_module="SiLU"), ("swish",)),
-    (Activation("erf", torch.special.erf, _erf_d1, _erf_d2, Symmetry.ODD, fused=_erf_all), ()),
-    (Activation("sin", torch.sin, torch.cos, _neg_sin, Symmetry.ODD), ()),
-    (Activation("exp", torch.exp, torch.exp, torch.exp, Symmetry.GENERIC, fused=_exp_all), ()),
+    (Activation("erf", torch.special.erf, _erf_d1, _erf_d2, Symmetry.ODD, fused=_erf_into), ()),
+    (Activation("sin", torch.sin, torch.cos, _neg_sin, Symmetry.ODD, fused=_sin_into), ()),
+    (Activation("exp", torch.exp, torch.exp, torch.exp, Symmetry.GENERIC, fused=_exp_into), ()),
     (Activation("identity", _identity, _one, _zero, Symmetry.POLYNOMIAL,
                 torch_module="Identity"), ("linear",)),
     (Activation("relu", torch.relu, _relu_d1, _zero, Symmetry.NON_ANALYTIC, analytic=False,

@@ -32,6 +32,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 from ._forward import Forward, batches, checked_data, forward
+from ._hvp import CachedHessian, product_at_point, residual_blocks
+from ._workspace import scratch
 from .data import Dataset
 from .network import TwoLayerNet
 
@@ -53,7 +55,7 @@ __all__ = [
 def loss(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> float:
     """The empirical risk R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i)."""
     total = 0.0
-    for fw in batches(net, data, batch_size):
+    for fw in batches(net, data, batch_size, in_scratch=True):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
     return total / checked_data(net, data).n
 
@@ -63,7 +65,7 @@ def loss_and_gradient(
 ) -> tuple[float, torch.Tensor]:
     """R(θ) and ∇R(θ) from one forward pass (what a training step needs)."""
     total, grad = 0.0, None
-    for fw in batches(net, data, batch_size):
+    for fw in batches(net, data, batch_size, in_scratch=True):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
         block = _gradient_block(fw)
         grad = block if grad is None else grad + block
@@ -78,14 +80,16 @@ def residuals(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
 
 def _gradient_block(fw: Forward) -> torch.Tensor:
     grad_a = fw.S.T @ fw.e
-    grad_w = (fw.ea * fw.S1).T @ fw.X
+    eaS1 = torch.matmul(fw.e, fw.net.a.T, out=scratch("grad_eaS1", tuple(fw.S.shape), fw.S))
+    grad_w = (fw.Xt @ eaS1.mul_(fw.S1)).T
     grad_c = fw.e.sum(0) if fw.net.c is not None else fw.e.new_zeros(0)
     return fw.net.layout.join(grad_a, grad_w, grad_c)
 
 
 def gradient(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> torch.Tensor:
     """∇R(θ) in the flat layout, shape (P,)."""
-    return sum(_gradient_block(fw) for fw in batches(net, data, batch_size))  # type: ignore[return-value]
+    blocks = batches(net, data, batch_size, in_scratch=True)
+    return sum(_gradient_block(fw) for fw in blocks)  # type: ignore[return-value]
 
 
 def _jacobian_block(fw: Forward) -> torch.Tensor:
@@ -106,66 +110,26 @@ def jacobian(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
     return _jacobian_block(forward(net, checked_data(net, data)))
 
 
-def _hvp_block(fw: Forward, V: torch.Tensor) -> torch.Tensor:
-    """H V for vectors V of shape (r, P) on one block of samples, one vector at a time.
-
-    Two-dimensional products run as plain GEMMs; batching the vectors into (r, n, m)
-    temporaries measured slower per vector than this loop.
-    """
-    return torch.stack([_hvp_single(fw, v) for v in V])
-
-
-def _hvp_single(fw: Forward, v: torch.Tensor) -> torch.Tensor:
-    """H v on one block: Gauss–Newton part Jᵀ h J v plus the residual blocks B_k v.
-
-    The w-part's terms σ'·(u aᵀ) and σ'·(e δaᵀ) are contracted as S1ᵀ(u ⊗ X̃) and δa·∇φ,
-    so only two elementwise passes over the n × m matrices remain.
-    """
-    net = fw.net
-    n, K, D = fw.X.shape[0], net.output_dim, fw.X.shape[1]
-    dA, dW, dc = net.layout.split(v)
-    XdW = fw.X @ dW.T  # x̃_iᵀ δw̃_k, (n, m)
-    S1XdW = fw.S1 * XdW
-    Jv = fw.S @ dA + S1XdW @ net.a
-    if net.c is not None:
-        Jv = Jv + dc
-    u = fw.curvature_apply(Jv)  # h_i (J v)_i, (n, K)
-    ux = (u.unsqueeze(-1) * fw.X.unsqueeze(1)).reshape(n, K * D)
-    s1ux = (fw.S1.T @ ux).reshape(-1, K, D)
-    out_w = torch.addmm(
-        (net.a.unsqueeze(-1) * s1ux + dA.unsqueeze(-1) * fw.grad_phi).sum(1),
-        (fw.eaS2 * XdW).T, fw.X,
-    )
-    out_a = torch.addmm(fw.S.T @ u, S1XdW.T, fw.e)
-    out_c = u.sum(0) if net.c is not None else dc
-    return net.layout.join(out_a, out_w, out_c)
-
-
 def hvp(
     net: TwoLayerNet, data: Dataset, v: torch.Tensor, batch_size: int | None = None
 ) -> torch.Tensor:
     """Hessian-vector product H v for v of shape (P,), or H V for V of shape (P, r).
 
-    Costs a few matrix products of size n × m × (d + K): no Hessian is formed.
+    Costs a few matrix products of size n × m × (d + K): no Hessian is formed.  Several
+    vectors share one forward pass and the residual blocks B_k (see
+    :class:`HessianOperator`, which keeps them for later products too).
     """
-    v = torch.as_tensor(v, dtype=net.dtype, device=net.device)
-    V = v.reshape(-1, 1) if v.ndim == 1 else v
-    out = sum(_hvp_block(fw, V.T) for fw in batches(net, data, batch_size))
-    return out.T.reshape(v.shape)  # type: ignore[union-attr]
-
-
-def _residual_blocks(fw: Forward) -> torch.Tensor:
-    """The blocks B_k of THEORY §2 on one block of samples, shape (m, K + D, K + D)."""
-    net = fw.net
-    n, m, k = fw.S.shape[0], net.width, net.output_dim
-    D = fw.X.shape[1]
-    # ∇φ(w̃_k)_{c,:} = Σ_i e_ic σ'_ik x̃_i ;  G_{a_k}(w̃_k) = Σ_i (a_kᵀe_i) σ''_ik x̃_i x̃_iᵀ
-    cx = (fw.eaS2[:, :, None] * fw.X[:, None, :]).reshape(n, m * D)
-    G = (cx.T @ fw.X).reshape(m, D, D)
-    grad_phi = fw.grad_phi  # (m, K, D)
-    top = torch.cat([torch.zeros(m, k, k, dtype=net.dtype, device=net.device), grad_phi], dim=2)
-    bottom = torch.cat([grad_phi.transpose(1, 2), G], dim=2)
-    return torch.cat([top, bottom], dim=1)
+    # Detached like the network and data: these closed forms are not for autograd.
+    v = torch.as_tensor(v, dtype=net.dtype, device=net.device).detach()
+    if v.ndim == 2 and v.shape[1] > 1:
+        return HessianOperator(net, data, batch_size).apply(v)
+    v1 = v.reshape(-1)
+    out: torch.Tensor | None = None
+    for fw in batches(net, data, batch_size, in_scratch=True):
+        block = product_at_point(fw, v1)
+        out = block if out is None else out.add_(block)
+    assert out is not None  # batches yields at least one block
+    return out.reshape(v.shape)
 
 
 def _hessian_block(fw: Forward) -> torch.Tensor:
@@ -179,7 +143,7 @@ def _hessian_block(fw: Forward) -> torch.Tensor:
         H = Jf.T @ hJ
     m, q = net.width, net.layout.neuron_size
     neuron_part = H[: m * q, : m * q].view(m, q, m, q)
-    neuron_part.diagonal(dim1=0, dim2=2).add_(_residual_blocks(fw).permute(1, 2, 0))
+    neuron_part.diagonal(dim1=0, dim2=2).add_(residual_blocks(fw).permute(1, 2, 0))
     return H
 
 
@@ -200,13 +164,15 @@ def hessian(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> t
 class HessianOperator(LinearOperator):
     """The Hessian as a ``scipy.sparse.linalg.LinearOperator``, matrix-free.
 
-    The forward pass is computed once (per block of ``batch_size`` samples) and cached; each
-    product then costs a few matrix products.  ``num_matvecs`` counts vectors multiplied.
+    The forward pass (per block of ``batch_size`` samples) and the residual blocks B_k are
+    formed once, keeping σ, σ' and σ'ᵀ (3nm numbers); each product is then the Gauss–Newton
+    part, four matrix products that read σ or σ' and write no n × m matrix, plus the small
+    B_k.  Several vectors share each product.  ``num_matvecs`` counts vectors multiplied.
     """
 
     def __init__(self, net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> None:
         self.net = net
-        self._blocks = list(batches(net, data, batch_size))
+        self._cached = CachedHessian(list(batches(net, data, batch_size)))
         self.num_matvecs = 0
         P = net.num_params
         super().__init__(dtype=np.dtype(str(net.dtype).removeprefix("torch.")), shape=(P, P))
@@ -214,8 +180,7 @@ class HessianOperator(LinearOperator):
     def apply(self, V: torch.Tensor) -> torch.Tensor:
         """H V for a torch tensor V of shape (P, r), on the network's device."""
         self.num_matvecs += V.shape[1]
-        out = sum(_hvp_block(fw, V.T) for fw in self._blocks)
-        return out.T  # type: ignore[union-attr]
+        return self._cached.apply(V.T).T
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
         V = torch.as_tensor(np.ascontiguousarray(X), dtype=self.net.dtype, device=self.net.device)

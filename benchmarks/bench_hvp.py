@@ -1,0 +1,192 @@
+"""HVP benchmark: saddlemap's Hessian-vector products against autograd, measured in pairs.
+
+On a shared machine the speed of one core drifts by ±30 % over seconds, which is as large
+as the ratios in question.  So each comparison here is *paired*: ours and the peer run in
+alternating blocks of calls (the order flipping every block), and the figure is the median
+over blocks of peer time / our time, with the median times beside it.  Drift hits both
+sides of a pair alike and drops out.
+
+Per problem (float64, one thread, squared loss):
+
+* one product at a fresh point: ``sm.hvp(net, data, v)`` against double backward with the
+  gradient graph built per call, and against ``torch.func.jvp(grad)``;
+* products at one point: ``HessianOperator.apply`` against double backward with the first
+  backward's graph kept (``retain_graph``);
+* 16 products at one point: ``HessianOperator.apply`` on 16 columns against 16 calls of the
+  kept-graph double backward.
+
+Every pair is checked for agreement first.  Run from the repository root::
+
+    python benchmarks/bench_hvp.py            # about 3 minutes on 2 cores
+    python benchmarks/bench_hvp.py --quick    # the main problem only
+
+Results: ``results/hvp.json`` and ``results/hvp.md`` (``hvp-quick.*`` for ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from _common import machine, write_results
+
+import saddlemap as sm
+
+BATCH = 16
+
+
+@dataclass(frozen=True)
+class Spec:
+    activation: str = "tanh"
+    d: int = 10
+    m: int = 100
+    n: int = 1000
+    K: int = 1
+    bias: bool = False
+
+    @property
+    def label(self) -> str:
+        extra = (f" K={self.K}" if self.K > 1 else "") + (" biases" if self.bias else "")
+        return f"{self.activation} d={self.d} m={self.m} n={self.n}{extra}"
+
+
+MAIN = Spec()
+GRID = [MAIN, Spec("erf"), Spec("sigmoid"), Spec(K=3), Spec(bias=True), Spec(d=2),
+        Spec(m=200), Spec(n=100), Spec(n=10_000)]
+
+
+def problem(spec: Spec, seed: int) -> tuple[sm.TwoLayerNet, sm.Dataset]:
+    """A random network and data of unit scale."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    net = sm.TwoLayerNet(randn(spec.m, spec.K) / spec.m**0.5, randn(spec.m, spec.d) / spec.d**0.5,
+                         b=randn(spec.m) if spec.bias else None,
+                         c=randn(spec.K) if spec.bias else None, activation=spec.activation)
+    return net, sm.Dataset(randn(spec.n, spec.d), randn(spec.n, spec.K))
+
+
+def paired(peer: Callable[[], Any], ours: Callable[[], Any], budget_s: float) -> dict[str, Any]:
+    """Alternating blocks of calls; the median block ratio peer / ours and median times."""
+    peer(), ours()
+    start = time.perf_counter()
+    peer()
+    one = time.perf_counter() - start
+    calls = max(1, min(50, int(0.02 / max(one, 1e-6))))  # blocks of about 20 ms of peer time
+    t_peer: list[float] = []
+    t_ours: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    i = 0
+    while i < 20 or (time.perf_counter() < deadline and i < 400):
+        order = [(peer, t_peer), (ours, t_ours)]
+        for fn, acc in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            acc.append((time.perf_counter() - start) / calls)
+        i += 1
+    ratios = [p / o for p, o in zip(t_peer, t_ours, strict=True)]
+    q = statistics.quantiles(ratios, n=4)
+    return {"ratio": statistics.median(ratios), "ratio_q1": q[0], "ratio_q3": q[2],
+            "peer_s": statistics.median(t_peer), "ours_s": statistics.median(t_ours),
+            "blocks": len(ratios), "calls_per_block": calls}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
+    net, data = problem(spec, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    v = torch.randn(net.num_params, generator=gen, dtype=torch.float64)
+    V = torch.randn(net.num_params, BATCH, generator=gen, dtype=torch.float64)
+    risk, theta = sm.loss_function(net, data), net.flatten()
+
+    def double_backward() -> torch.Tensor:
+        th = theta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(risk(th), th, create_graph=True)
+        return torch.autograd.grad(g @ v, th)[0]
+
+    def jvp_grad() -> torch.Tensor:
+        return torch.func.jvp(torch.func.grad(risk), (theta,), (v,))[1]
+
+    kept = theta.detach().requires_grad_(True)
+    (g_kept,) = torch.autograd.grad(risk(kept), kept, create_graph=True)
+
+    def kept_graph(u: torch.Tensor = v) -> torch.Tensor:
+        return torch.autograd.grad(g_kept @ u, kept, retain_graph=True)[0]
+
+    def kept_graph_batch() -> list[torch.Tensor]:
+        return [kept_graph(V[:, j]) for j in range(BATCH)]
+
+    op = sm.hessian_operator(net, data)
+    ref = double_backward()
+    ref_batch = torch.stack(kept_graph_batch(), 1)
+    pairs: list[tuple[str, str, Callable[[], Any], Callable[[], Any], float]] = [
+        ("one product, fresh point", "double backward, graph built per call", double_backward,
+         lambda: sm.hvp(net, data, v), _rel(sm.hvp(net, data, v), ref)),
+        ("one product, fresh point", "torch.func.jvp(grad)", jvp_grad,
+         lambda: sm.hvp(net, data, v), _rel(jvp_grad(), ref)),
+        ("products at one point", "double backward, first backward kept", kept_graph,
+         lambda: op.apply(v[:, None]), _rel(op.apply(v[:, None])[:, 0], ref)),
+        (f"{BATCH} products at one point", f"{BATCH} kept-graph double backwards",
+         kept_graph_batch, lambda: op.apply(V), _rel(op.apply(V), ref_batch)),
+    ]
+    rows = []
+    for task, peer_name, peer, ours, err in pairs:
+        row = {"problem": spec.label, "P": net.num_params, "task": task, "peer": peer_name,
+               "max_rel_diff": err, **paired(peer, ours, budget_s)}
+        print(f"  {spec.label:34s} {task:28s} vs {peer_name:40s} {row['ratio']:5.2f}x "
+              f"(ours {row['ours_s'] * 1e3:.3f} ms, diff {err:.1e})", flush=True)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any], quick: bool) -> list[str]:
+    main = [r for r in rows if r["problem"] == MAIN.label]
+    out = ["# saddlemap HVP benchmark (paired)", "",
+           f"Mode `{'quick' if quick else 'full'}`. Ratio = peer time / saddlemap time, the "
+           "median over alternating blocks of calls (interquartile range in brackets); above "
+           "1 means saddlemap is faster.", "", "## Machine", "",
+           f"* CPU: {info['cpu']}; torch {info['torch']}, {info['torch_threads']} thread; "
+           f"Python {info['python']}; saddlemap {info['saddlemap']}", "",
+           f"## Main problem ({MAIN.label})", ""]
+    out += [f"* {r['task']}: {r['ratio']:.2f}× {r['peer']} (ours {r['ours_s'] * 1e3:.3f} ms, "
+            f"theirs {r['peer_s'] * 1e3:.3f} ms)" for r in main]
+    out += ["", "## All problems", "",
+            "| problem | P | task | compared with | ratio [IQR] | ours | theirs | max rel diff |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        per = f" (/{BATCH}: {r['ours_s'] / BATCH * 1e3:.3f} ms each)" if "16" in r["task"] else ""
+        out.append(f"| {r['problem']} | {r['P']} | {r['task']} | {r['peer']} | "
+                   f"{r['ratio']:.2f}× [{r['ratio_q1']:.2f}, {r['ratio_q3']:.2f}] | "
+                   f"{r['ours_s'] * 1e3:.3f} ms{per} | {r['peer_s'] * 1e3:.3f} ms | "
+                   f"{r['max_rel_diff']:.1e} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="main problem only")
+    parser.add_argument("--budget", type=float, default=4.0, help="seconds per pair")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    info = machine()
+    rows = []
+    for spec in [MAIN] if args.quick else GRID:
+        rows += bench(spec, args.seed, args.budget)
+    name = "hvp-quick" if args.quick else "hvp"
+    write_results(name, {"machine": info, "rows": rows}, markdown(rows, info, args.quick))
+
+
+if __name__ == "__main__":
+    main()
