@@ -1,4 +1,4 @@
-"""Scratch buffers: reused within a thread, never shared across threads, never returned."""
+"""Scratch buffers (reused per thread, never shared, never returned) and the kept inputs."""
 
 from __future__ import annotations
 
@@ -61,3 +61,19 @@ def test_results_are_not_views_of_scratch(K: int) -> None:
     sm.hvp(other, data, v2), sm.gradient(other, data), sm.loss_and_gradient(other, data)
     assert torch.equal(hv1, kept[0]) and torch.equal(g1, kept[1])
     assert torch.equal(op.apply(v2[:, None]), before)  # the operator's cached pass is its own
+
+
+def test_inputs_edited_in_place_are_seen() -> None:
+    net, data = make_problem(Case("tanh", "no_bias", 1, 7))
+    before = sm.gradient(net, data)
+    data.X.mul_(2.0)  # the kept transpose of X must not go stale
+    after = sm.gradient(net, data)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, sm.gradient_autodiff(net, data), rtol=1e-10, atol=1e-12)
+
+
+def test_inference_mode_data_work() -> None:
+    net, data = make_problem(Case("tanh", "hidden_bias", 1, 7))
+    with torch.inference_mode():
+        frozen = sm.Dataset(data.X.clone(), data.targets.clone())
+    torch.testing.assert_close(sm.gradient(net, frozen), sm.gradient(net, data), rtol=0, atol=0)

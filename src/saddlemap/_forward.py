@@ -76,18 +76,27 @@ def checked_data(net: TwoLayerNet, data: Dataset) -> Dataset:
     return data
 
 
-_INPUTS: weakref.WeakKeyDictionary[Dataset, dict[bool, tuple[torch.Tensor, torch.Tensor]]]
+_INPUTS: weakref.WeakKeyDictionary[Dataset, dict[bool, tuple[int, torch.Tensor, torch.Tensor]]]
 _INPUTS = weakref.WeakKeyDictionary()
 
 
 def _inputs(net: TwoLayerNet, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """X̃ and X̃ᵀ (contiguous), kept with the dataset: they depend only on the bias flag."""
+    """X̃ and X̃ᵀ (contiguous), kept with the dataset: they depend only on the bias flag.
+
+    The tensor's version counter guards against a user editing ``data.X`` in place.
+    """
     bias = net.b is not None
-    per_data = _INPUTS.setdefault(data, {})
-    if bias not in per_data:
+    try:
+        version = data.X._version
+    except RuntimeError:  # inference-mode tensors keep no version: do not keep anything
         X = net.augment(data.X)
-        per_data[bias] = X, X.T.contiguous()
-    return per_data[bias]
+        return X, X.T.contiguous()
+    per_data = _INPUTS.setdefault(data, {})
+    kept = per_data.get(bias)
+    if kept is None or kept[0] != version:
+        X = net.augment(data.X)
+        kept = per_data[bias] = version, X, X.T.contiguous()
+    return kept[1], kept[2]
 
 
 def forward(

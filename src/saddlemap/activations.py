@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,10 +144,20 @@ def _tanh_d2(z: torch.Tensor) -> torch.Tensor:
     return -2.0 * t * (1.0 - t * t)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    """A 0-d constant on ``like``'s dtype and device, made once (read only)."""
+    return _cached_scalar(value, like.dtype, like.device)
+
+
 def _tanh_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
     torch.tanh(z, out=s)
-    torch.addcmul(z.new_ones(()), s, s, value=-1.0, out=s1)  # 1 − t²
-    torch.addcmul(z.new_zeros(()), s, s1, value=-2.0, out=s2)  # −2t(1 − t²)
+    torch.addcmul(_scalar(1.0, z), s, s, value=-1.0, out=s1)  # 1 − t²
+    torch.addcmul(_scalar(0.0, z), s, s1, value=-2.0, out=s2)  # −2t(1 − t²)
 
 
 def _sigmoid_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
@@ -163,7 +174,7 @@ def _logistic_derivatives(s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -
 def _softplus_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
     torch.sigmoid(z, out=s1)
     torch.sub(s1, 1.0, out=s2).mul_(s1).neg_()
-    torch.logaddexp(z, z.new_zeros(()), out=s)
+    torch.logaddexp(z, _scalar(0.0, z), out=s)
 
 
 def _erf_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
