@@ -69,6 +69,10 @@ def test_batched_over_data_equals_unbatched(batch_size: int) -> None:
     op = sm.hessian_operator(net, data, batch_size)
     assert_close_scaled(torch.as_tensor(op @ v.numpy()), sm.hessian(net, data) @ v, 1e-12)
     assert op.num_matvecs == 1
+    V = torch.randn(net.num_params, 3, generator=torch.Generator().manual_seed(3))
+    assert_close_scaled(torch.as_tensor(op.matmat(V.numpy())), sm.hessian(net, data) @ V, 1e-12)
+    assert_close_scaled(sm.hvp(net, data, V, batch_size), sm.hessian(net, data) @ V, 1e-12)
+    assert op.num_matvecs == 4
 
 
 def test_residual_function_gives_gradient_and_residual_blocks() -> None:

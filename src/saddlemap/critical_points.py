@@ -36,7 +36,7 @@ from scipy.sparse.linalg import LinearOperator, cg
 
 from ._forward import checked_data, forward
 from .data import Dataset
-from .derivatives import gradient, hessian, hvp, loss
+from .derivatives import gradient, hessian, hessian_operator, hvp, loss
 from .network import TwoLayerNet
 from .spectrum import DENSE_LIMIT, Inertia, Spectrum, spectrum
 
@@ -244,17 +244,22 @@ def _dense_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
 def _matrix_free_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
     """s(μ) by conjugate gradients on (H² + μI) s = −H∇R, two HVPs per CG iteration."""
     P = net.num_params
-    Hg = hvp(net, data, g)
+    H = hessian_operator(net, data)  # every product below is at this one point
+
+    def Hv(v: torch.Tensor) -> torch.Tensor:
+        return H.apply(v[:, None])[:, 0]
+
+    Hg = Hv(g)
 
     def step(mu: float) -> tuple[torch.Tensor, float]:
         def normal(x: np.ndarray) -> np.ndarray:
             v = torch.as_tensor(x, dtype=net.dtype, device=net.device)
-            return (hvp(net, data, hvp(net, data, v)) + mu * v).cpu().numpy()
+            return (Hv(Hv(v)) + mu * v).cpu().numpy()
 
         op = LinearOperator((P, P), matvec=normal, dtype=np.float64)
         x, _ = cg(op, -Hg.cpu().numpy(), rtol=1e-12, maxiter=10 * P)
         s = torch.as_tensor(x, dtype=net.dtype, device=net.device)
-        r = g + hvp(net, data, s)
+        r = g + Hv(s)
         return s, 0.5 * float(r @ r)
 
     return step
