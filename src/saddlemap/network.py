@@ -22,6 +22,7 @@ there is an output bias.  So P = m (K + d + [b]) + [c] K.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -181,9 +182,9 @@ class TwoLayerNet:
         """K, the number of outputs."""
         return int(self.a.shape[1])
 
-    @property
+    @functools.cached_property
     def layout(self) -> ParamLayout:
-        """The flat-vector layout of this network."""
+        """The flat-vector layout of this network (made once: shapes never change)."""
         return ParamLayout(
             self.width, self.input_dim, self.output_dim, self.b is not None, self.c is not None
         )
