@@ -29,8 +29,9 @@ import torch
 
 __all__ = ["MAX_BYTES", "release", "scratch"]
 
-#: Largest buffer kept between calls (32 MiB, e.g. n·m = 4·10⁶ in float64).
-MAX_BYTES = 32 * 2**20
+#: Largest buffer kept between calls (16 MiB, n·m = 2·10⁶ in float64).  About seven names
+#: are in use, so a thread keeps at most about 110 MiB, and far less at usual sizes.
+MAX_BYTES = 16 * 2**20
 
 _LOCAL = threading.local()
 

@@ -73,6 +73,9 @@ class Activation:
         analytic: False for ReLU-type activations; results on them hold only off the kinks.
         torch_module: name of the ``torch.nn`` module class that computes σ, if any.
         params: extra parameters (the slope of leaky ReLU), part of the identity.
+        fused: optional kernel ``fused(z, s, s1, s2)`` that writes σ, σ', σ'' into the
+            three given tensors (``s`` may be ``z`` itself), sharing transcendental
+            evaluations; without it :meth:`with_derivatives` calls fn, d1 and d2.
     """
 
     name: str
