@@ -35,7 +35,7 @@ def test_a_name_reuses_its_memory_and_grows_when_asked_for_more() -> None:
 def test_buffers_above_the_cap_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_workspace, "MAX_BYTES", 8 * 20)
     big = scratch("big", (3, 7), LIKE)
-    assert scratch("big", (3, 7), LIKE).data_ptr() != big.data_ptr() or big.numel() == 0
+    assert scratch("big", (3, 7), LIKE).data_ptr() != big.data_ptr()  # a fresh one each time
     assert scratch("small", (4, 5), LIKE) is scratch("small", (4, 5), LIKE)
 
 
