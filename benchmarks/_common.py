@@ -46,6 +46,37 @@ def timed(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
     return {**out, "median_s": statistics.median(times), "repeats": repeats}
 
 
+def timed_peer(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """:func:`timed`, or ``{"failure": ...}`` when the peer raises: a failure is a result."""
+    try:
+        return timed(fn, repeats)
+    except Exception as exc:
+        return {"failure": f"{type(exc).__name__}: {exc}"}
+
+
+def method_table(
+    rows: dict[str, dict[str, Any]], ours: str, header: list[str],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> list[str]:
+    """Set each row's ``ratio_to_saddlemap`` against ``ours``, and render the Markdown table.
+
+    Columns: method, median time, × saddlemap, then ``header`` filled by ``cells``; a failed
+    row puts its message in the last column.
+    """
+    base = rows[ours]["median_s"]
+    out = ["| method | median time (s) | × saddlemap | " + " | ".join(header) + " |",
+           "|---" * (3 + len(header)) + "|"]
+    for name, row in rows.items():
+        if "failure" in row:
+            out.append(f"| {name} | failed | |" + " |" * (len(header) - 1)
+                       + f" {row['failure']} |")
+            continue
+        row["ratio_to_saddlemap"] = row["median_s"] / base
+        out.append(f"| {name} | {row['median_s']:.3f} | {row['ratio_to_saddlemap']:.1f} | "
+                   + " | ".join(cells(row)) + " |")
+    return out
+
+
 def narrow_critical_point(seed: int = 0) -> tuple[sm.TwoLayerNet, sm.Dataset]:
     """A width-5 critical point of a tanh teacher–student problem (d = 10, n = 1000)."""
     prob = sm.teacher_student(8, 5, d=10, n=1000, activation="tanh", seed=seed, noise=0.1)

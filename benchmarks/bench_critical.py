@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import machine, narrow_critical_point, timed, write_results
+from _common import machine, method_table, narrow_critical_point, timed, timed_peer, write_results
 from scipy.optimize import least_squares, root
 
 import saddlemap as sm
@@ -100,14 +100,13 @@ def main() -> None:
     g0 = float(sm.gradient(start, data).norm())
     rows = {"saddlemap": timed(lambda: ours(start, data), repeats)}
     for kind in ("root-lm", "least_squares-lm"):
-        try:
-            rows[kind] = timed(lambda k=kind: scipy_method(k)(start, data), repeats)
-        except Exception as exc:  # a peer that fails is a result, not a crash
-            rows[kind] = {"failure": f"{type(exc).__name__}: {exc}"}
-    base = rows["saddlemap"]["median_s"]
+        rows[kind] = timed_peer(lambda k=kind: scipy_method(k)(start, data), repeats)
+    table = method_table(
+        rows, "saddlemap", ["final ‖∇R‖", "evaluations", "verdict"],
+        lambda r: [f"{r['grad_norm']:.1e}", str(r["iterations"]), str(r["verdict"])],
+    )
     for row in rows.values():
-        if "median_s" in row:
-            row["ratio_to_saddlemap"] = row["median_s"] / base
+        if "grad_norm" in row:
             row["reached_1e-10"] = row["grad_norm"] <= 1e-10
     result = {"problem": {"activation": "tanh", "d": 10, "m": 50, "n": 1000, "P": net.num_params,
                           "start_grad_norm": g0}, "machine": machine(), "results": rows}
@@ -117,17 +116,8 @@ def main() -> None:
         f"Start: a split saddle perturbed to ‖∇R‖ = {g0:.2e}. Machine: {result['machine']['cpu']},"
         f" torch {torch.__version__}, {torch.get_num_threads()} thread.",
         "",
-        "| method | median time (s) | × saddlemap | final ‖∇R‖ | evaluations | verdict |",
-        "|---|---|---|---|---|---|",
+        *table,
     ]
-    for name, row in rows.items():
-        if "failure" in row:
-            lines.append(f"| {name} | failed | | | | {row['failure']} |")
-            continue
-        lines.append(
-            f"| {name} | {row['median_s']:.3f} | {row['ratio_to_saddlemap']:.1f} | "
-            f"{row['grad_norm']:.1e} | {row['iterations']} | {row['verdict']} |"
-        )
     write_results("critical", result, lines)
 
 

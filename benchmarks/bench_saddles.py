@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import machine, narrow_critical_point, timed, write_results
+from _common import machine, method_table, narrow_critical_point, timed, timed_peer, write_results
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 import saddlemap as sm
@@ -83,14 +83,12 @@ def main() -> None:
     rows = {"saddlemap classify + scan": timed(lambda: ours(net, data), repeats)}
     for label, tol in (("eigsh on autograd HVP, scipy default tol", 0.0),
                        ("eigsh on autograd HVP, tol=1e-10", 1e-10)):
-        try:
-            rows[label] = timed(lambda t=tol: eigenvector_route(t)(net, data), repeats)
-        except Exception as exc:  # a failing peer is a result
-            rows[label] = {"failure": f"{type(exc).__name__}: {exc}"}
-    base = rows["saddlemap classify + scan"]["median_s"]
-    for row in rows.values():
-        if "median_s" in row:
-            row["ratio_to_saddlemap"] = row["median_s"] / base
+        rows[label] = timed_peer(lambda t=tol: eigenvector_route(t)(net, data), repeats)
+    table = method_table(
+        rows, "saddlemap classify + scan", ["HVPs", "verdict", "vᵀHv", "loss drop"],
+        lambda r: [str(r["matvecs"]), str(r["kind"]), f"{r['curvature']:.3e}",
+                   f"{r['loss_drop']:.3e}"],
+    )
     result = {"problem": {"activation": "tanh", "d": 10, "m": 100, "n": 1000,
                           "P": net.num_params}, "machine": machine(), "results": rows}
     lines = [
@@ -98,17 +96,8 @@ def main() -> None:
         "",
         f"Machine: {result['machine']['cpu']}, torch {torch.__version__}, 1 thread.",
         "",
-        "| method | median time (s) | × saddlemap | HVPs | verdict | vᵀHv | loss drop |",
-        "|---|---|---|---|---|---|---|",
+        *table,
     ]
-    for name, row in rows.items():
-        if "failure" in row:
-            lines.append(f"| {name} | failed | | | {row['failure']} | | |")
-            continue
-        lines.append(
-            f"| {name} | {row['median_s']:.3f} | {row['ratio_to_saddlemap']:.1f} | "
-            f"{row['matvecs']} | {row['kind']} | {row['curvature']:.3e} | {row['loss_drop']:.3e} |"
-        )
     write_results("saddles", result, lines)
 
 

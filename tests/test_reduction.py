@@ -63,7 +63,7 @@ def test_reduce_inverts_embedding(act: str, bias: str, K: int, seed: int) -> Non
     net = _minimal(act, bias, K, seed)
     wide = _embedded(net, seed)
     red = reduce(wide)
-    assert red.width == 3 and red.is_minimal
+    assert red.width == 3 and red.is_minimal and red.original_width == wide.width
     torch.testing.assert_close(_sorted_neurons(red.net), _sorted_neurons(net), rtol=0,
                                atol=1e-12)
     assert red.output_change <= 1e-12

@@ -23,9 +23,9 @@ class Forward:
     twice as fast from that layout); Z = X̃W̃ᵀ; S, S1, S2 = σ, σ', σ'' of Z (n_b, m);
     g the outputs (n_b, K); e = ∇ℓ/n the residuals (n_b, K).
 
-    With ``in_scratch`` the n_b × m matrices are views of the thread's scratch buffers:
-    valid until the next scratch forward, so such a Forward must not outlive the call that
-    made it, and :attr:`eaS2` is formed in place in S2's buffer (S2 is spent after it).
+    With ``in_scratch`` the n_b × m matrices (and :attr:`eaS2`) are views of the thread's
+    scratch buffers: valid until the next scratch forward, so such a Forward must not outlive
+    the call that made it.
     """
 
     net: TwoLayerNet
@@ -43,12 +43,9 @@ class Forward:
     @functools.cached_property
     def eaS2(self) -> torch.Tensor:
         """(aᵀe_i) σ''(w̃_kᵀx̃_i), shape (n_b, m): the coefficient of G in the Hessian."""
-        a = self.net.a
-        if not self.in_scratch:
-            return torch.mul(self.e @ a.T, self.S2)
-        if a.shape[1] == 1:  # two broadcast passes, no outer product to store
-            return self.S2.mul_(self.e).mul_(a.T)
-        return self.S2.mul_(torch.matmul(self.e, a.T, out=scratch("ea", self.S2.shape, a)))
+        shape = tuple(self.S2.shape)
+        out = scratch("eaS2", shape, self.S2) if self.in_scratch else self.S2.new_empty(shape)
+        return torch.matmul(self.e, self.net.a.T, out=out).mul_(self.S2)
 
     @functools.cached_property
     def grad_phi(self) -> torch.Tensor:

@@ -94,11 +94,6 @@ class CriticalPoint:
     method: str = "certify"
 
     @property
-    def is_critical(self) -> bool:
-        """Whether ‖∇R‖ met its tolerance."""
-        return self.converged
-
-    @property
     def inertia(self) -> Inertia | None:
         """(n₊, n₀, n₋) of the Hessian, or None for a partial spectrum."""
         return self.spectrum.inertia

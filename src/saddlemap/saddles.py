@@ -124,13 +124,6 @@ class SplitRule:
         tol = self.zero_tol
         return int((lam > tol).sum()), int((abs(lam) <= tol).sum()), int((lam < -tol).sum())
 
-    def curvature_sign_for(self, ratios: np.ndarray) -> str:
-        """'negative' if some split direction has negative curvature for these ratios."""
-        pos, _, neg = self.inertia
-        n_pos = int((ratios > 0).sum())
-        n_neg = int((ratios < 0).sum())
-        return "negative" if (n_neg > 0 and pos > 0) or (n_pos > 1 and neg > 0) else "none"
-
 
 def splitting_rule(star: TwoLayerNet, data: Dataset, zero_rtol: float = 1e-8) -> list[SplitRule]:
     """K_j = G_{a_j*}(w̃_j*) and the labelled splitting line for every neuron of ``star``.
