@@ -47,11 +47,12 @@ def residual_blocks(fw: Forward) -> torch.Tensor:
 def product_at_point(fw: Forward, v: torch.Tensor) -> torch.Tensor:
     """H v on one block of samples, for one vector v (P,).
 
-    With U = X̃ δW̃ᵀ and V = σ' ∘ U (n × m), the w-part is X̃ᵀT for
-    T = (e aᵀ) ∘ σ'' ∘ U + σ' ∘ (u aᵀ + e δaᵀ), u = h J v: the G, Gauss–Newton and ∇φ
-    terms in one product.  U and T live in scratch buffers, so a product allocates no
-    n × m block.
+    With U = X̃ δW̃ᵀ, the w-part is X̃ᵀT for T = (e aᵀ) ∘ σ'' ∘ U + σ' ∘ (u aᵀ + e δaᵀ),
+    u = h J v: the G, Gauss–Newton and ∇φ terms in one product.  A scalar output goes
+    through :func:`_scalar_output_product`, which never forms T.
     """
+    if fw.net.output_dim == 1:
+        return _scalar_output_product(fw, v)
     net = fw.net
     shape = tuple(fw.S.shape)
     dA, dW, dc = net.layout.split(v)
@@ -69,6 +70,38 @@ def product_at_point(fw: Forward, v: torch.Tensor) -> torch.Tensor:
     out_w = (fw.Xt @ T.addcmul_(outer, fw.S1)).T
     out_c = u.sum(0) if net.c is not None else dc
     return net.layout.join(out_a, out_w, out_c)
+
+
+def _scalar_output_product(fw: Forward, v: torch.Tensor) -> torch.Tensor:
+    """:func:`product_at_point` for K = 1, where e aᵀ and u aᵀ have rank one.
+
+    Then every n × m scaling moves into a small GEMM operand:
+
+    * (J v)_i = σ_i·δa + x̃_i·(σ'ᵀ_i (a ⊙ δW̃)), through σ' (a ⊙ δW̃), an n × D product;
+    * ∇φ and the Gauss–Newton term come from one GEMM, [X̃ ∘ e, X̃ ∘ u]ᵀ σ', rows scaled
+      by δa and a afterwards;
+    * the G-term is ((X̃ ∘ e)ᵀ (σ'' ∘ U)) diag(a), one elementwise pass.
+
+    That is two n × m passes (U, then σ'' ∘ U in place) besides GEMM reads of σ and σ',
+    where the general kernel takes six.
+    """
+    net = fw.net
+    (n, m), D = fw.S.shape, fw.X.shape[1]
+    dA, dW, dc = net.layout.split(v)
+    a = net.a[:, 0]
+    Jv = torch.addmv((fw.S1 @ (dW * a[:, None])).mul_(fw.X).sum(1), fw.S, dA[:, 0])
+    if net.c is not None:
+        Jv += dc
+    u = fw.curvature_apply(Jv[:, None])[:, 0]  # h_i (J v)_i
+    eu = torch.stack([fw.e[:, 0], u])  # (2, n)
+    L = torch.mul(eu[:, None, :], fw.Xt, out=scratch("hvp_L", (2, D, n), fw.S))
+    R = (L.view(2 * D, n) @ fw.S1).view(2, D, m)  # R[0] = ∇φ(w̃_k)ᵀ by column k
+    U = torch.matmul(fw.X, dW.T, out=scratch("hvp_U", (n, m), fw.S)).mul_(fw.S2)
+    out_w = (L[0] @ U).mul_(a)  # G-term
+    out_w.addcmul_(R[0], dA[:, 0]).addcmul_(R[1], a)
+    out_a = torch.addmv((R[0] * dW.T).sum(0), fw.S.T, u)
+    out_c = u.sum(0, keepdim=True) if net.c is not None else dc
+    return net.layout.join(out_a[:, None], out_w.T, out_c)
 
 
 @dataclass(frozen=True)

@@ -170,13 +170,13 @@ def _sigmoid_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.
 
 def _logistic_derivatives(s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
     # s(1 − s), not s − s²: 1 − s is exact near saturation, s − s² cancels there.
-    torch.sub(s, 1.0, out=s1).mul_(s).neg_()
-    torch.mul(s, -2.0, out=s2).add_(1.0).mul_(s1)  # s(1 − s)(1 − 2s)
+    torch.sub(_scalar(1.0, s), s, out=s1).mul_(s)
+    torch.add(_scalar(1.0, s), s, alpha=-2.0, out=s2).mul_(s1)  # s(1 − s)(1 − 2s)
 
 
 def _softplus_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
     torch.sigmoid(z, out=s1)
-    torch.sub(s1, 1.0, out=s2).mul_(s1).neg_()
+    torch.sub(_scalar(1.0, z), s1, out=s2).mul_(s1)
     torch.logaddexp(z, _scalar(0.0, z), out=s)
 
 
