@@ -35,6 +35,15 @@ def test_with_derivatives_equals_the_separate_functions(activation: str | sm.Act
         for g, e in zip(got, expected, strict=True):
             torch.testing.assert_close(g, e, rtol=1e-14, atol=1e-15)
     assert all(o is g for o, g in zip(out, act.with_derivatives(z, out=out), strict=True))
+    out2 = (torch.full_like(z, float("nan")), torch.full_like(z, float("nan")))
+    for got in (act.with_first_derivative(z), act.with_first_derivative(z, out=out2)):
+        assert len(got) == 2
+        for g, e in zip(got, expected[:2], strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-14, atol=1e-15)
+    zc = z.clone()
+    s, _ = act.with_first_derivative(zc, out=(zc, out2[1]))
+    assert s is zc  # in place, as the forward pass uses it
+    torch.testing.assert_close(s, expected[0], rtol=1e-14, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "softplus"])

@@ -7,6 +7,7 @@ import torch
 from conftest import Case, assert_close_scaled, make_problem
 
 import saddlemap as sm
+from saddlemap._forward import forward
 
 RTOL = 1e-10  # DESIGN: closed forms equal autodiff to 1e-10 in float64
 
@@ -58,9 +59,14 @@ def test_finite_differences(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
     assert_close_scaled(sm.hessian(net, data), fd_hess, fd_rtol)
 
 
+BATCHED_CASES = [Case("softplus", "both_biases", 3, 13, loss="cross_entropy"),
+                 Case("tanh", "both_biases", 1, 13)]  # K = 1 has kernels of its own
+
+
+@pytest.mark.parametrize("case", BATCHED_CASES, ids=lambda c: f"K{c.K}")
 @pytest.mark.parametrize("batch_size", [1, 4, 7])
-def test_batched_over_data_equals_unbatched(batch_size: int) -> None:
-    net, data = make_problem(Case("softplus", "both_biases", 3, 13, loss="cross_entropy"))
+def test_batched_over_data_equals_unbatched(batch_size: int, case: Case) -> None:
+    net, data = make_problem(case)
     v = torch.randn(net.num_params, generator=torch.Generator().manual_seed(2))
     assert_close_scaled(sm.hessian(net, data, batch_size), sm.hessian(net, data), 1e-13)
     assert_close_scaled(sm.gradient(net, data, batch_size), sm.gradient(net, data), 1e-13)
@@ -91,6 +97,21 @@ def test_residual_function_gives_gradient_and_residual_blocks() -> None:
     assert_close_scaled(rf.G(u, a), torch.func.hessian(lambda v: a @ rf.phi(v))(u), RTOL)
     assert rf.phi(net.W_aug[:2]).shape == (2, K)
     assert rf.G(net.W_aug[:2], net.a[:2]).shape == (2, 3, 3)
+
+
+@pytest.mark.parametrize("activation", ["erf", "gelu"])  # fused and not
+def test_lower_order_forward_skips_derivatives(activation: str) -> None:
+    net, data = make_problem(Case(activation, "hidden_bias", 1, 7))
+    full, first, plain = (forward(net, data, order=k) for k in (2, 1, 0))
+    assert (plain.first, plain.second, first.second) == (None, None, None)
+    with pytest.raises(RuntimeError, match="skipped σ''"):
+        _ = first.S2
+    with pytest.raises(RuntimeError, match="skipped σ'"):
+        _ = plain.S1
+    for name in ("S", "g", "e"):
+        torch.testing.assert_close(getattr(plain, name), getattr(full, name), rtol=0, atol=0)
+    for name in ("S", "S1", "g", "e"):
+        torch.testing.assert_close(getattr(first, name), getattr(full, name), rtol=0, atol=0)
 
 
 def test_residuals_are_scaled_gradients_of_the_loss() -> None:

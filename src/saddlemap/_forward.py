@@ -20,8 +20,9 @@ class Forward:
     """Quantities at θ on a block of samples, with residuals scaled by the full 1/n.
 
     X is the augmented input X̃ (n_b, D) and Xt its contiguous transpose (X̃ᵀT runs about
-    twice as fast from that layout); Z = X̃W̃ᵀ; S, S1, S2 = σ, σ', σ'' of Z (n_b, m);
-    g the outputs (n_b, K); e = ∇ℓ/n the residuals (n_b, K).
+    twice as fast from that layout); Z = X̃W̃ᵀ; S, S1, S2 = σ, σ', σ'' of Z (n_b, m), the
+    derivatives up to the ``order`` the pass was made for (a loss needs none, a gradient
+    σ', a Hessian σ''); g the outputs (n_b, K); e = ∇ℓ/n the residuals (n_b, K).
 
     With ``in_scratch`` the n_b × m matrices (and :attr:`eaS2`) are views of the thread's
     scratch buffers: valid until the next scratch forward, so such a Forward must not outlive
@@ -34,11 +35,25 @@ class Forward:
     X: torch.Tensor
     Xt: torch.Tensor
     S: torch.Tensor
-    S1: torch.Tensor
-    S2: torch.Tensor
+    first: torch.Tensor | None
+    second: torch.Tensor | None
     g: torch.Tensor
     e: torch.Tensor
     in_scratch: bool = False
+
+    @property
+    def S1(self) -> torch.Tensor:
+        """σ'(Z), on a pass of order ≥ 1."""
+        if self.first is None:
+            raise RuntimeError("this forward pass skipped σ'; ask forward() for order ≥ 1")
+        return self.first
+
+    @property
+    def S2(self) -> torch.Tensor:
+        """σ''(Z), on a pass of order 2."""
+        if self.second is None:
+            raise RuntimeError("this forward pass skipped σ''; ask forward() for order 2")
+        return self.second
 
     @functools.cached_property
     def eaS2(self) -> torch.Tensor:
@@ -97,12 +112,18 @@ def _inputs(net: TwoLayerNet, data: Dataset) -> tuple[torch.Tensor, torch.Tensor
 
 
 def forward(
-    net: TwoLayerNet, data: Dataset, n_total: int | None = None, *, in_scratch: bool = False
+    net: TwoLayerNet,
+    data: Dataset,
+    n_total: int | None = None,
+    *,
+    in_scratch: bool = False,
+    order: int = 2,
 ) -> Forward:
     """Evaluate the network and its activation derivatives on ``data``.
 
     ``in_scratch`` puts the n × m matrices in this thread's scratch buffers (see
     :class:`Forward`); use it only where the Forward is consumed before the next one.
+    ``order`` is the highest derivative of σ evaluated: 0 for losses, 1 for gradients.
     """
     X, Xt = _inputs(net, data)
     shape = (X.shape[0], net.width)
@@ -111,7 +132,14 @@ def forward(
         return scratch(name, shape, X) if in_scratch else X.new_empty(shape)
 
     Z = torch.matmul(X, net.W_aug.T, out=buffer("S"))
-    S, S1, S2 = net.activation.with_derivatives(Z, out=(Z, buffer("S1"), buffer("S2")))
+    S1 = S2 = None
+    act = net.activation
+    if order == 2:
+        S, S1, S2 = act.with_derivatives(Z, out=(Z, buffer("S1"), buffer("S2")))
+    elif order == 1:
+        S, S1 = act.with_first_derivative(Z, out=(Z, buffer("S1")))
+    else:
+        S = act.fn(Z)
     g = S @ net.a
     if net.c is not None:
         g = g + net.c
@@ -121,7 +149,12 @@ def forward(
 
 
 def batches(
-    net: TwoLayerNet, data: Dataset, batch_size: int | None, *, in_scratch: bool = False
+    net: TwoLayerNet,
+    data: Dataset,
+    batch_size: int | None,
+    *,
+    in_scratch: bool = False,
+    order: int = 2,
 ) -> Iterator[Forward]:
     """Forward passes over consecutive blocks of at most ``batch_size`` samples.
 
@@ -130,10 +163,10 @@ def batches(
     """
     data = checked_data(net, data)
     if batch_size is None or batch_size >= data.n:
-        yield forward(net, data, in_scratch=in_scratch)
+        yield forward(net, data, in_scratch=in_scratch, order=order)
         return
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     for start in range(0, data.n, batch_size):
         block = data.subset(slice(start, start + batch_size))
-        yield forward(net, block, data.n, in_scratch=in_scratch)
+        yield forward(net, block, data.n, in_scratch=in_scratch, order=order)

@@ -26,10 +26,12 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from .errors import ActivationError
 
@@ -45,8 +47,8 @@ __all__ = [
 
 Elementwise = Callable[[torch.Tensor], torch.Tensor]
 # Writes σ(z), σ'(z), σ''(z) into three tensors of z's shape; the first may be z itself, so
-# each writes σ only once it no longer reads z.
-Fused = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
+# each writes σ only once it no longer reads z.  The third may be None: then σ'' is skipped.
+Fused = Callable[[Tensor, Tensor, Tensor, Tensor | None], None]
 
 
 class Symmetry(enum.Enum):
@@ -74,8 +76,9 @@ class Activation:
         torch_module: name of the ``torch.nn`` module class that computes σ, if any.
         params: extra parameters (the slope of leaky ReLU), part of the identity.
         fused: optional kernel ``fused(z, s, s1, s2)`` that writes σ, σ', σ'' into the
-            three given tensors (``s`` may be ``z`` itself), sharing transcendental
-            evaluations; without it :meth:`with_derivatives` calls fn, d1 and d2.
+            three given tensors (``s`` may be ``z`` itself; ``s2`` may be None, and then
+            σ'' is skipped), sharing transcendental evaluations; without it
+            :meth:`with_derivatives` calls fn, d1 and d2.
     """
 
     name: str
@@ -102,17 +105,29 @@ class Activation:
         With ``out`` (three tensors shaped like z; the first may be z itself, to evaluate
         in place), the values are written there and ``out`` is returned.
         """
-        if self.fused is None or (z.requires_grad and torch.is_grad_enabled()):
-            values = self.fn(z), self.d1(z), self.d2(z)
-            if out is None:
-                return values
-            for dst, src in zip(out, values, strict=True):
-                dst.copy_(src)
-            return out
+        if not self._can_fuse(z):
+            return _into((self.fn(z), self.d1(z), self.d2(z)), out)
         if out is None:
             out = (torch.empty_like(z), torch.empty_like(z), torch.empty_like(z))
+        assert self.fused is not None  # for the type checker: _can_fuse says so
         self.fused(z, *out)
         return out
+
+    def with_first_derivative(
+        self, z: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(σ(z), σ'(z)): :meth:`with_derivatives` without the work for σ''."""
+        if not self._can_fuse(z):
+            return _into((self.fn(z), self.d1(z)), out)
+        if out is None:
+            out = (torch.empty_like(z), torch.empty_like(z))
+        assert self.fused is not None  # for the type checker: _can_fuse says so
+        self.fused(z, out[0], out[1], None)
+        return out
+
+    def _can_fuse(self, z: Tensor) -> bool:
+        # Fused kernels write in place, which autograd cannot follow.
+        return self.fused is not None and not (z.requires_grad and torch.is_grad_enabled())
 
     @property
     def zero_at_origin(self) -> bool:
@@ -123,6 +138,18 @@ class Activation:
     def in_theory(self) -> bool:
         """Whether σ is real-analytic and not a polynomial, as the theory assumes."""
         return self.analytic and self.symmetry is not Symmetry.POLYNOMIAL
+
+
+_Values = typing.TypeVar("_Values", bound=tuple[Tensor, ...])
+
+
+def _into(values: _Values, out: _Values | None) -> _Values:
+    """``values``, or copied into ``out`` and ``out`` returned."""
+    if out is None:
+        return values
+    for dst, src in zip(out, values, strict=True):
+        dst.copy_(src)
+    return out
 
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -157,45 +184,47 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
     return _cached_scalar(value, like.dtype, like.device)
 
 
-def _tanh_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+def _tanh_into(z: Tensor, s: Tensor, s1: Tensor, s2: Tensor | None) -> None:
     torch.tanh(z, out=s)
     torch.addcmul(_scalar(1.0, z), s, s, value=-1.0, out=s1)  # 1 − t²
-    torch.addcmul(_scalar(0.0, z), s, s1, value=-2.0, out=s2)  # −2t(1 − t²)
+    if s2 is not None:
+        torch.addcmul(_scalar(0.0, z), s, s1, value=-2.0, out=s2)  # −2t(1 − t²)
 
 
-def _sigmoid_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+def _sigmoid_into(z: Tensor, s: Tensor, s1: Tensor, s2: Tensor | None) -> None:
     torch.sigmoid(z, out=s)
-    _logistic_derivatives(s, s1, s2)
-
-
-def _logistic_derivatives(s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
     # s(1 − s), not s − s²: 1 − s is exact near saturation, s − s² cancels there.
     torch.sub(_scalar(1.0, s), s, out=s1).mul_(s)
-    torch.add(_scalar(1.0, s), s, alpha=-2.0, out=s2).mul_(s1)  # s(1 − s)(1 − 2s)
+    if s2 is not None:
+        torch.add(_scalar(1.0, s), s, alpha=-2.0, out=s2).mul_(s1)  # s(1 − s)(1 − 2s)
 
 
-def _softplus_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+def _softplus_into(z: Tensor, s: Tensor, s1: Tensor, s2: Tensor | None) -> None:
     torch.sigmoid(z, out=s1)
-    torch.sub(_scalar(1.0, z), s1, out=s2).mul_(s1)
+    if s2 is not None:
+        torch.sub(_scalar(1.0, z), s1, out=s2).mul_(s1)
     torch.logaddexp(z, _scalar(0.0, z), out=s)
 
 
-def _erf_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
-    torch.mul(z, z, out=s1).neg_().exp_().mul_(_TWO_OVER_SQRT_PI)
-    torch.mul(z, s1, out=s2).mul_(-2.0)
+def _erf_into(z: Tensor, s: Tensor, s1: Tensor, s2: Tensor | None) -> None:
+    torch.addcmul(_scalar(0.0, z), z, z, value=-1.0, out=s1).exp_().mul_(_TWO_OVER_SQRT_PI)
+    if s2 is not None:
+        torch.addcmul(_scalar(0.0, z), z, s1, value=-2.0, out=s2)
     torch.special.erf(z, out=s)
 
 
-def _exp_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+def _exp_into(z: Tensor, s: Tensor, s1: Tensor, s2: Tensor | None) -> None:
     torch.exp(z, out=s)
     s1.copy_(s)
-    s2.copy_(s)
+    if s2 is not None:
+        s2.copy_(s)
 
 
-def _sin_into(z: torch.Tensor, s: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> None:
+def _sin_into(z: Tensor, s: Tensor, s1: Tensor, s2: Tensor | None) -> None:
     torch.cos(z, out=s1)
     torch.sin(z, out=s)
-    torch.neg(s, out=s2)
+    if s2 is not None:
+        torch.neg(s, out=s2)
 
 
 def _sigmoid_d1(z: torch.Tensor) -> torch.Tensor:

@@ -118,7 +118,7 @@ def grad_tolerance(net: TwoLayerNet, data: Dataset, tol: float = 1e-10) -> float
     its error about ε times the sum of their magnitudes, so the floor is
     64 ε ‖|S|ᵀ|e|, (|e||a|ᵀ ⊙ |σ'|)ᵀ|X̃|‖ (large weights raise it).
     """
-    fw = forward(net, checked_data(net, data))
+    fw = forward(net, checked_data(net, data), order=1)
     abs_a = fw.S.abs().T @ fw.e.abs()
     abs_w = ((fw.e.abs() @ net.a.abs().T) * fw.S1.abs()).T @ fw.X.abs()
     terms = torch.cat([abs_a.flatten(), abs_w.flatten(), fw.e.abs().sum(0)])
@@ -132,7 +132,7 @@ WEIGHT_LIMIT = 1e3
 
 
 def _neuron_warnings(net: TwoLayerNet, data: Dataset) -> list[str]:
-    fw = forward(net, checked_data(net, data))
+    fw = forward(net, checked_data(net, data), order=1)
     out = []
     if not net.activation.analytic:
         out.append(

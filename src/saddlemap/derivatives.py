@@ -55,7 +55,7 @@ __all__ = [
 def loss(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> float:
     """The empirical risk R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i)."""
     total = 0.0
-    for fw in batches(net, data, batch_size, in_scratch=True):
+    for fw in batches(net, data, batch_size, in_scratch=True, order=0):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
     return total / checked_data(net, data).n
 
@@ -65,7 +65,7 @@ def loss_and_gradient(
 ) -> tuple[float, torch.Tensor]:
     """R(θ) and ∇R(θ) from one forward pass (what a training step needs)."""
     total, grad = 0.0, None
-    for fw in batches(net, data, batch_size, in_scratch=True):
+    for fw in batches(net, data, batch_size, in_scratch=True, order=1):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
         block = _gradient_block(fw)
         grad = block if grad is None else grad + block
@@ -75,20 +75,23 @@ def loss_and_gradient(
 
 def residuals(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
     """Per-sample residuals e_i = ∇_g ℓ(g(θ, x_i), y_i) / n, shape (n, K)."""
-    return forward(net, checked_data(net, data)).e
+    return forward(net, checked_data(net, data), order=0).e
 
 
 def _gradient_block(fw: Forward) -> torch.Tensor:
     grad_a = fw.S.T @ fw.e
-    eaS1 = torch.matmul(fw.e, fw.net.a.T, out=scratch("grad_eaS1", tuple(fw.S.shape), fw.S))
-    grad_w = (fw.Xt @ eaS1.mul_(fw.S1)).T
+    if fw.net.output_dim == 1:  # X̃ᵀ((e aᵀ) ∘ σ') = ((X̃ ∘ e)ᵀ σ') diag(a): no n × m write
+        grad_w = ((fw.Xt * fw.e.T) @ fw.S1).T.mul_(fw.net.a)
+    else:
+        eaS1 = torch.matmul(fw.e, fw.net.a.T, out=scratch("grad_eaS1", tuple(fw.S.shape), fw.S))
+        grad_w = (fw.Xt @ eaS1.mul_(fw.S1)).T
     grad_c = fw.e.sum(0) if fw.net.c is not None else fw.e.new_zeros(0)
     return fw.net.layout.join(grad_a, grad_w, grad_c)
 
 
 def gradient(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> torch.Tensor:
     """∇R(θ) in the flat layout, shape (P,)."""
-    blocks = batches(net, data, batch_size, in_scratch=True)
+    blocks = batches(net, data, batch_size, in_scratch=True, order=1)
     return sum(_gradient_block(fw) for fw in blocks)  # type: ignore[return-value]
 
 
@@ -107,7 +110,7 @@ def _jacobian_block(fw: Forward) -> torch.Tensor:
 
 def jacobian(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
     """Jacobian of the outputs, ∂g(θ, x_i)_c / ∂θ, shape (n, K, P)."""
-    return _jacobian_block(forward(net, checked_data(net, data)))
+    return _jacobian_block(forward(net, checked_data(net, data), order=1))
 
 
 def hvp(
