@@ -13,7 +13,9 @@ Per problem (float64, one thread, squared loss):
 * products at one point: ``HessianOperator.apply`` against double backward with the first
   backward's graph kept (``retain_graph``);
 * 16 products at one point: ``HessianOperator.apply`` on 16 columns against 16 calls of the
-  kept-graph double backward.
+  kept-graph double backward;
+* the gradient: ``sm.gradient`` against one autograd backward (the bound the protocol sets
+  beside an HVP).
 
 Every pair is checked for agreement first.  Run from the repository root::
 
@@ -115,6 +117,10 @@ def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
         (g,) = torch.autograd.grad(risk(th), th, create_graph=True)
         return torch.autograd.grad(g @ v, th)[0]
 
+    def autograd_gradient() -> torch.Tensor:
+        th = theta.detach().requires_grad_(True)
+        return torch.autograd.grad(risk(th), th)[0]
+
     def jvp_grad() -> torch.Tensor:
         return torch.func.jvp(torch.func.grad(risk), (theta,), (v,))[1]
 
@@ -139,6 +145,8 @@ def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
          lambda: op.apply(v[:, None]), _rel(op.apply(v[:, None])[:, 0], ref)),
         (f"{BATCH} products at one point", f"{BATCH} kept-graph double backwards",
          kept_graph_batch, lambda: op.apply(V), _rel(op.apply(V), ref_batch)),
+        ("gradient", "autograd backward", autograd_gradient, lambda: sm.gradient(net, data),
+         _rel(sm.gradient(net, data), autograd_gradient())),
     ]
     rows = []
     for task, peer_name, peer, ours, err in pairs:
