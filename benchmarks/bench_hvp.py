@@ -19,7 +19,7 @@ Per problem (float64, one thread, squared loss):
 
 Every pair is checked for agreement first.  Run from the repository root::
 
-    python benchmarks/bench_hvp.py            # about 3 minutes on 2 cores
+    python benchmarks/bench_hvp.py            # about 4 minutes on 2 cores
     python benchmarks/bench_hvp.py --quick    # the main problem only
 
 Results: ``results/hvp.json`` and ``results/hvp.md`` (``hvp-quick.*`` for ``--quick``).
