@@ -265,6 +265,6 @@ def residual_function(net: TwoLayerNet, data: Dataset) -> ResidualFunction:
     >>> bool(torch.allclose(rf.phi(net.W_aug)[:, 0], grad_a))
     True
     """
-    fw = forward(net, checked_data(net, data))
+    fw = forward(net, checked_data(net, data), order=0)
     act = net.activation
     return ResidualFunction(fw.X, fw.e, (act.fn, act.d1, act.d2))
