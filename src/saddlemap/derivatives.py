@@ -80,9 +80,9 @@ def residuals(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
 
 def _gradient_block(fw: Forward) -> torch.Tensor:
     grad_a = fw.S.T @ fw.e
-    if fw.net.output_dim == 1:  # X̃ᵀ((e aᵀ) ∘ σ') = ((X̃ ∘ e)ᵀ σ') diag(a): no n × m write
-        grad_w = ((fw.Xt * fw.e.T) @ fw.S1).T.mul_(fw.net.a)
-    else:
+    if fw.net.output_dim == 1:  # ∇_{w̃_k} R = ∇φ(w̃_k)ᵀ a_k: no n × m write
+        grad_w = fw.grad_phi[:, 0, :] * fw.net.a
+    else:  # with K outputs ∇φ costs K·D GEMM rows: one n × m pass is cheaper
         eaS1 = torch.matmul(fw.e, fw.net.a.T, out=scratch("grad_eaS1", tuple(fw.S.shape), fw.S))
         grad_w = (fw.Xt @ eaS1.mul_(fw.S1)).T
     grad_c = fw.e.sum(0) if fw.net.c is not None else fw.e.new_zeros(0)
