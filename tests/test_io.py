@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 
 import saddlemap as sm
 from saddlemap.io import LoadedModel, export_model, load_data, load_model, save_model
+from saddlemap.verdicts import ModelKind, Note, NoteCode
 
 sklearn = pytest.importorskip("sklearn")
 pytest.importorskip("safetensors")
@@ -93,9 +95,11 @@ def test_torch_module() -> None:
     module = trained_module()
     loaded = load_model(module)
     assert isinstance(loaded, LoadedModel)
-    assert (loaded.kind, loaded.loss, loaded.path) == ("torch", "mse", None)
+    assert loaded.kind is ModelKind.TORCH and (loaded.loss, loaded.path) == ("mse", None)
     assert loaded.source is module and loaded.net.dtype == torch.float64
-    assert any("float32" in note for note in loaded.notes)
+    assert all(isinstance(note, Note) for note in loaded.notes)
+    assert [n.code for n in loaded.notes] == [NoteCode.DTYPE_CONVERTED, NoteCode.LOSS_ASSUMED]
+    assert any("float32" in str(note) for note in loaded.notes)
     X = torch.randn(9, 3)
     with torch.no_grad():
         expected = module(X.float()).double()
@@ -107,7 +111,8 @@ def test_torch_module() -> None:
 def test_softplus_threshold_note() -> None:
     loaded = load_model(trained_module(torch.float64, nn.Softplus()))
     assert loaded.net.activation.name == "softplus"
-    assert any("threshold" in note for note in loaded.notes)
+    assert [n.code for n in loaded.notes] == [NoteCode.SOFTPLUS_THRESHOLD, NoteCode.LOSS_ASSUMED]
+    assert any("threshold" in str(note) for note in loaded.notes)
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors", ".npz"])
@@ -129,7 +134,10 @@ def test_save_and_load_bit_identical(
     save_model(net, path)
     loaded = load_model(path)
     assert loaded.path == str(path)
-    assert loaded.kind == {".pt": "torch", ".pth": "torch"}.get(suffix, suffix[1:])
+    expected = {".pt": ModelKind.TORCH, ".pth": ModelKind.TORCH}.get(suffix)
+    assert loaded.kind is (expected or ModelKind(suffix[1:]))
+    # float64 parameters: no conversion note, only the assumed loss.
+    assert [n.code for n in loaded.notes] == [NoteCode.LOSS_ASSUMED]
     assert same_params(loaded.net, net)
 
 
@@ -138,12 +146,12 @@ def test_pt_state_dict(tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     torch.save(module.state_dict(), path)
     loaded = load_model(path, activation="tanh")
-    assert loaded.kind == "state_dict" and loaded.source is None
+    assert loaded.kind is ModelKind.STATE_DICT and loaded.source is None
     assert same_params(loaded.net, sm.TwoLayerNet.from_torch(module))
     with pytest.raises(sm.ModelError, match="does not record its activation; pass activation="):
         load_model(path)
     # An in-memory state_dict too.
-    assert load_model(module.state_dict(), activation="tanh").kind == "state_dict"
+    assert load_model(module.state_dict(), activation="tanh").kind is ModelKind.STATE_DICT
 
 
 def test_safetensors_key_order_and_metadata(tmp_path: Path) -> None:
@@ -163,6 +171,11 @@ def test_safetensors_key_order_and_metadata(tmp_path: Path) -> None:
     assert same_params(loaded.net, sm.TwoLayerNet.from_torch(module))
     save_file(state, str(path), metadata={"activation": "tanh"})
     assert same_params(load_model(path).net, loaded.net)
+    assert load_model(path).kind is ModelKind.SAFETENSORS
+    overridden = load_model(path, activation="sigmoid")
+    assert overridden.net.activation.name == "sigmoid"
+    assert [str(n) for n in overridden.notes if n.code is NoteCode.ACTIVATION_DIFFERS] == [
+        "activation 'sigmoid' given; the file says 'tanh'"]
 
 
 def test_export_torch() -> None:
@@ -179,6 +192,47 @@ def test_export_torch() -> None:
     assert isinstance(out, nn.Sequential) and out[0].out_features == 4
 
 
+DTYPE_NOTE = "parameters converted from float32 to float64"
+
+
+def float32_models(tmp_path: Path) -> dict[str, Any]:
+    """The same float32 network as every reader that converts takes it."""
+    from safetensors.torch import save_file
+
+    module = trained_module(torch.float32)
+    state = {k: v.detach() for k, v in module.state_dict().items()}
+    torch.save(state, tmp_path / "state.pt")
+    save_file(state, str(tmp_path / "state.safetensors"), metadata={"activation": "tanh"})
+    W, b, a_t, c = (v.numpy() for v in state.values())
+    np.savez(tmp_path / "net.npz", a=a_t.T, W=W, b=b, c=c, activation=np.array("tanh"))
+    X = np.random.default_rng(0).standard_normal((30, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator = MLPRegressor(hidden_layer_sizes=(3,), max_iter=5, random_state=0).fit(
+            X, X[:, 0])
+    assert estimator.coefs_[0].dtype == np.float32
+    (tmp_path / "mlp.pkl").write_bytes(pickle.dumps(estimator))
+    return {
+        "module": module, "state_dict": state, "pt_state_dict": tmp_path / "state.pt",
+        "safetensors": tmp_path / "state.safetensors", "npz": tmp_path / "net.npz",
+        "sklearn": estimator, "pickled_sklearn": tmp_path / "mlp.pkl",
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["module", "state_dict", "pt_state_dict", "safetensors", "npz", "sklearn", "pickled_sklearn"],
+)
+def test_dtype_note_has_one_wording(name: str, tmp_path: Path) -> None:
+    model = float32_models(tmp_path)[name]
+    needs_activation = name in ("state_dict", "pt_state_dict")
+    loaded = load_model(model, activation="tanh" if needs_activation else None)
+    assert loaded.net.dtype == torch.float64
+    converted = [n for n in loaded.notes if n.code is NoteCode.DTYPE_CONVERTED]
+    assert [str(n) for n in converted] == [DTYPE_NOTE]
+    assert all("converted" not in str(n) for n in loaded.notes if n not in converted)
+
+
 # ----------------------------------------------------------------------------- sklearn
 def pre_activation(estimator: Any, X: np.ndarray) -> np.ndarray:
     """The estimator's output before its output activation, computed from its weights."""
@@ -190,9 +244,13 @@ def pre_activation(estimator: Any, X: np.ndarray) -> np.ndarray:
 
 def test_sklearn_regressor(regressor: MLPRegressor) -> None:
     loaded = load_model(regressor)
-    assert (loaded.kind, loaded.loss, loaded.net.activation.name) == ("sklearn", "mse", "tanh")
+    assert loaded.kind is ModelKind.SKLEARN
+    assert (loaded.loss, loaded.net.activation.name) == ("mse", "tanh")
     assert loaded.source is regressor and loaded.net.width == 4
-    assert any("alpha" in note and "not part of R" in note for note in loaded.notes)
+    assert any("alpha" in str(n) and "not part of R" in str(n) for n in loaded.notes)
+    # float64 estimator, loss recorded: neither a dtype nor a loss note.
+    assert not any(
+        n.code in (NoteCode.DTYPE_CONVERTED, NoteCode.LOSS_ASSUMED) for n in loaded.notes)
     X = probe()
     g = loaded.net(X).numpy()
     np.testing.assert_allclose(g[:, 0], regressor.predict(X), rtol=0, atol=1e-10)

@@ -1,0 +1,204 @@
+"""The scikit-learn adapter, both ways: a fitted one-hidden-layer MLP in, a network out.
+
+scikit-learn is optional: it is imported when a function here needs it, and its absence
+raises an ImportError naming the ``sklearn`` extra.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..activations import get_activation
+from ..errors import ActivationError, ModelError
+from ..network import TwoLayerNet
+from ..verdicts import ModelKind, Note, NoteCode
+from ._common import LoadedModel, dtype_note, one_line, require
+
+__all__ = ["export_sklearn", "from_sklearn", "is_sklearn", "read_pickled_estimator"]
+
+# sklearn's activation names ↔ saddlemap's.
+_SKLEARN_TO_SADDLEMAP = {
+    "identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
+}
+_SADDLEMAP_TO_SKLEARN = {v: k for k, v in _SKLEARN_TO_SADDLEMAP.items()}
+
+
+def is_sklearn(obj: object) -> bool:
+    """Whether ``obj`` is a scikit-learn object (told by its module, without importing it)."""
+    return type(obj).__module__.startswith("sklearn.")
+
+
+def _sklearn_classes() -> tuple[Any, Any]:
+    neural = require("sklearn.neural_network", "sklearn")
+    return neural.MLPRegressor, neural.MLPClassifier
+
+
+def _loss_of(estimator: Any, name: str, is_classifier: bool) -> str:
+    """The loss a fitted MLP minimises, read from its output activation."""
+    out = estimator.out_activation_
+    if is_classifier:
+        y_type = getattr(getattr(estimator, "_label_binarizer", None), "y_type_", None)
+        if out == "softmax":
+            return "cross_entropy"
+        if out == "logistic" and estimator.n_outputs_ == 1:
+            return "bce"
+        raise ModelError(f"multilabel {name} (y type {y_type!r}) is not supported")
+    if out == "identity":
+        return "mse"
+    raise ModelError(
+        f"{name} with loss={estimator.loss!r} (output activation {out!r}) is not supported; "
+        "only squared_error"
+    )
+
+
+def from_sklearn(estimator: Any) -> LoadedModel:
+    """Read a fitted ``MLPRegressor`` or ``MLPClassifier`` with one hidden layer.
+
+    Args:
+        estimator: the fitted estimator.
+
+    Returns:
+        The :class:`LoadedModel`, of kind :attr:`ModelKind.SKLEARN`, with the loss the
+        estimator minimises.
+
+    Raises:
+        ModelError: another estimator, an unfitted one, more than one hidden layer, a
+            multilabel classifier, a Poisson regressor, or outputs that do not match.
+        ActivationError: an activation saddlemap does not know.
+    """
+    regressor_cls, classifier_cls = _sklearn_classes()
+    name = type(estimator).__name__
+    if not isinstance(estimator, (regressor_cls, classifier_cls)):
+        raise ModelError(
+            f"unsupported scikit-learn model {name}; expected MLPRegressor or MLPClassifier"
+        )
+    if not hasattr(estimator, "coefs_"):
+        raise ModelError(f"the {name} is not fitted; call fit first")
+    hidden = len(estimator.coefs_) - 1
+    if hidden != 1:
+        raise ModelError(
+            f"the {name} has {hidden} hidden layers "
+            f"(hidden_layer_sizes={estimator.hidden_layer_sizes}); saddlemap reads exactly one"
+        )
+    loss = _loss_of(estimator, name, isinstance(estimator, classifier_cls))
+    act_name = _SKLEARN_TO_SADDLEMAP.get(estimator.activation)
+    if act_name is None:
+        raise ActivationError(f"unsupported scikit-learn activation {estimator.activation!r}")
+    coefs, intercepts = estimator.coefs_, estimator.intercepts_
+    net = TwoLayerNet(
+        np.asarray(coefs[1]), np.asarray(coefs[0]).T, b=np.asarray(intercepts[0]),
+        c=np.asarray(intercepts[1]), activation=act_name, dtype=torch.float64,
+    )
+    _check_outputs(estimator, net, loss)
+    objective = "½·mean squared error" if loss == "mse" else "mean log-loss"
+    notes = [
+        Note(
+            NoteCode.OTHER,
+            f"scikit-learn minimises {objective} + alpha·‖W‖²/(2n) with alpha={estimator.alpha}; "
+            "the L2 penalty is not part of R",
+        )
+    ]
+    converted = dtype_note([coefs[0].dtype])
+    if converted is not None:
+        notes.append(converted)
+    return LoadedModel(net, ModelKind.SKLEARN, loss, estimator, None, tuple(notes))
+
+
+def read_pickled_estimator(path: Path, activation: str | None) -> LoadedModel:
+    """A pickled fitted scikit-learn MLP (unpickling runs code: trusted files only).
+
+    ``activation`` is not used: the estimator names its own.
+
+    Raises:
+        ModelError: a file that does not unpickle, or holds no scikit-learn object.
+    """
+    del activation  # the estimator records its activation
+    try:
+        obj = pickle.loads(path.read_bytes())
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot unpickle: {one_line(exc)}") from exc
+    if not is_sklearn(obj):
+        raise ModelError(f"{path}: holds a {type(obj).__name__}, expected a scikit-learn MLP")
+    return dataclasses.replace(from_sklearn(obj), path=str(path))
+
+
+def _sklearn_outputs(estimator: Any, X: np.ndarray, loss: str) -> np.ndarray:
+    """The estimator's outputs after its output activation, shape (n, K)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "X does not have valid feature names"
+        if loss == "mse":
+            return np.asarray(estimator.predict(X)).reshape(len(X), -1)
+        proba = np.asarray(estimator.predict_proba(X))
+    return proba[:, 1:] if loss == "bce" else proba
+
+
+def _net_outputs_like_sklearn(net: TwoLayerNet, X: np.ndarray, loss: str) -> np.ndarray:
+    """The network's outputs through the output activation the estimator applies."""
+    g = net(torch.from_numpy(X).to(net.dtype))
+    if loss == "bce":
+        g = torch.sigmoid(g)
+    elif loss == "cross_entropy":
+        g = torch.softmax(g, dim=1)
+    result: np.ndarray = g.detach().cpu().numpy()
+    return result
+
+
+def _check_outputs(estimator: Any, net: TwoLayerNet, loss: str) -> None:
+    """Raise ModelError unless ``net`` computes the estimator's outputs on probe inputs."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((7, net.input_dim))
+    expected = _sklearn_outputs(estimator, X.astype(estimator.coefs_[0].dtype), loss)
+    ours = _net_outputs_like_sklearn(net, X, loss)
+    tol = 1e-10 if estimator.coefs_[0].dtype == np.float64 else 1e-4
+    scale = 1.0 + float(np.abs(expected).max())
+    if expected.shape != ours.shape or float(np.abs(expected - ours).max()) > tol * scale:
+        raise ModelError(
+            f"the {type(estimator).__name__}'s outputs do not match the network read from it"
+        )
+
+
+def export_sklearn(net: TwoLayerNet, like: LoadedModel) -> Any:
+    """A copy of ``like``'s estimator that computes ``net`` (``hidden_layer_sizes=(m,)``).
+
+    Args:
+        net: the network, with ``like.net``'s input and output dimensions.
+        like: a model of kind :attr:`ModelKind.SKLEARN`.
+
+    Returns:
+        The fitted estimator, in the original's dtype; the original is untouched.
+
+    Raises:
+        ModelError: an activation scikit-learn does not have.
+    """
+    estimator: Any = like.source
+    sk_activation = _SADDLEMAP_TO_SKLEARN.get(net.activation.name)
+    if sk_activation is None or net.activation != get_activation(net.activation.name):
+        raise ModelError(
+            f"scikit-learn has no activation {net.activation.name!r}; "
+            f"it has {', '.join(sorted(_SADDLEMAP_TO_SKLEARN))}"
+        )
+    dtype = estimator.coefs_[0].dtype
+    m = net.width
+
+    def array(t: torch.Tensor | None, size: int) -> np.ndarray:
+        if t is None:
+            return np.zeros(size, dtype=dtype)
+        return np.array(t.detach().cpu().numpy(), dtype=dtype, copy=True)
+
+    new = copy.deepcopy(estimator)
+    new.set_params(hidden_layer_sizes=(m,), activation=sk_activation)
+    new.coefs_ = [np.ascontiguousarray(array(net.W, 0).T), array(net.a, 0)]
+    new.intercepts_ = [array(net.b, m), array(net.c, net.output_dim)]
+    # Optimiser state has the old shapes; a later partial_fit starts a fresh optimiser.
+    for stale in ("_optimizer", "_best_coefs", "_best_intercepts"):
+        if hasattr(new, stale):
+            delattr(new, stale)
+    return new
