@@ -38,51 +38,45 @@ Results go to ``benchmarks/results/core.json`` and ``core.md`` (``core-quick.*``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.metadata
-import json
 import math
 import os
-import platform
-import re
-import statistics
-import subprocess
 import sys
-import threading
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from _common import load_summary, measure, meminfo_bytes, session, write_results
+from _peers import (
+    EIGEN_PEERS,
+    LANCZOS_NCV,
+    LANCZOS_TOL,
+    TASKS,
+    DoubleBackward,
+    PeerProblem,
+    TorchFunc,
+    autograd_operator,
+    scipy_eigsh,
+    start_vector,
+    which_end,
+)
 
 import saddlemap as sm
 
 DTYPE = torch.float64
 SPLIT = (0.3, 0.7)
 RESIDUAL_RMS = 0.5
-LANCZOS_TOL = 1e-12  # sm.spectrum's default tolerance: what the tuned peers are held to
-LANCZOS_NCV = 30  # the Krylov size sm.lanczos_spectrum uses for k = 1
 SLOW_LIMIT_S = 25.0  # skip a tool whose predicted time per call is above this (not on MAIN)
 BATCH = 16  # vectors in the batched-HVP row
-GIVE_UP_S = 60.0  # an eigensolver run still going after this is a failure (no convergence)
 OURS = {
     "hessian": "saddlemap.hessian",
     "hvp": "saddlemap.hvp",
     "lambda_min": "saddlemap.spectrum lanczos",
     "lambda_max": "saddlemap.spectrum lanczos",
-}
-PEERS = {
-    "pyhessian": "pyhessian",
-    "curvlinops": "curvlinops-for-pytorch",
-    "hessian_eigenthings": "hessian-eigenthings",
 }
 
 
@@ -173,87 +167,7 @@ def build_problem(spec: Spec, seed: int) -> Problem:
                    info)
 
 
-# ---------------------------------------------------------------------------- measuring
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class PeakRss:
-    """Peak resident memory above the level at entry, sampled every millisecond."""
-
-    def __init__(self) -> None:
-        self.base = _rss_bytes()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            self._update()
-
-    def _update(self) -> None:
-        now = _rss_bytes()
-        if now is not None and self.peak is not None:
-            self.peak = max(self.peak, now)
-
-    def __enter__(self) -> PeakRss:
-        if self.base is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self._update()
-
-    @property
-    def megabytes(self) -> float | None:
-        if self.base is None or self.peak is None:
-            return None
-        return round((self.peak - self.base) / 2**20, 1)
-
-
-@dataclass
-class Timing:
-    median: float
-    times: list[float]
-    calls_per_repeat: int
-    peak_mb: float | None
-    value: Any
-
-
-def measure(fn: Callable[[], Any], repeats: int, budget_s: float) -> Timing:
-    """Warm up once (sampling memory), then time up to ``repeats`` runs within the budget.
-
-    Calls faster than 10 ms are looped so that one timed repeat lasts about 30 ms, and get at
-    least 9 repeats (the machine may be shared).  A call slower than the whole budget is run
-    once only: that run is the measurement (``calls_per_repeat`` is then 0).
-    """
-    with PeakRss() as mem:
-        start = time.perf_counter()
-        value = fn()
-        warm = time.perf_counter() - start
-    if warm > budget_s:
-        return Timing(warm, [warm], 0, mem.megabytes, value)
-    number = 1 if warm >= 0.01 else min(1000, max(1, int(0.03 / max(warm, 1e-6))))
-    repeats = repeats if warm >= 0.01 else max(repeats, 9)
-    times: list[float] = []
-    spent = warm
-    while len(times) < repeats and (not times or spent + warm < budget_s):
-        start = time.perf_counter()
-        for _ in range(number):
-            value = fn()
-        elapsed = time.perf_counter() - start
-        times.append(elapsed / number)
-        spent += elapsed
-    return Timing(statistics.median(times), times, number, mem.megabytes, value)
-
-
+# ------------------------------------------------------------------------ settings, rows
 @dataclass
 class Settings:
     repeats: int
@@ -283,6 +197,7 @@ class Row:
     error: dict[str, Any] | None = None
     peak_mb: float | None = None
     note: str = ""
+    iqr_s: list[float] | None = None  # first and third quartiles of times_s
 
 
 class Recorder:
@@ -298,9 +213,12 @@ class Recorder:
         self.rows.append(row)
         return row
 
-    def skip(self, prob: Problem, point: str, task: str, tool: str, why: str) -> None:
-        self.add(prob, point, task, tool, status="skipped", note=why)
-        print(f"  {task:10s} {tool:58s} skipped: {why}", flush=True)
+    def skip(self, prob: Problem, point: str, task: str, tool: str, why: str,
+             status: str = "skipped") -> None:
+        """A row for a tool not run: ``skipped`` (or ``failed``, ``unsupported``) and why."""
+        self.add(prob, point, task, tool, status=status, note=why)
+        shown = "FAILED" if status == "failed" else f"{status}:"
+        print(f"  {task:10s} {tool:58s} {shown} {why}", flush=True)
 
     def time(
         self, prob: Problem, point: str, task: str, tool: str, fn: Callable[[], Any],
@@ -327,82 +245,12 @@ class Recorder:
             prob, point, task, tool, status=status, median_s=t.median, repeats=len(t.times),
             times_s=[round(x, 7) for x in t.times], matvecs=extra.pop("matvecs", None),
             error=extra or None, peak_mb=t.peak_mb, note=notes, ours=ours,
+            iqr_s=[round(x, 7) for x in t.iqr],
         )
         err = extra.get("rel_error", extra.get("max_rel_diff"))
         err_s = "" if err is None else f" err {err:.1e}"
         print(f"  {task:10s} {tool:58s} {t.median * 1e3:10.3f} ms{err_s}", flush=True)
         return t.value
-
-
-# ----------------------------------------------------------------- autodiff references
-def _leaf(theta: torch.Tensor) -> torch.Tensor:
-    return theta.detach().clone().requires_grad_(True)
-
-
-def autograd_gradient(risk: Callable[[torch.Tensor], torch.Tensor],
-                      theta: torch.Tensor) -> torch.Tensor:
-    th = _leaf(theta)
-    return torch.autograd.grad(risk(th), th)[0]
-
-
-def hvp_double_backward(risk: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
-                        v: torch.Tensor) -> torch.Tensor:
-    th = _leaf(theta)
-    (g,) = torch.autograd.grad(risk(th), th, create_graph=True)
-    return torch.autograd.grad(g @ v, th)[0]
-
-
-class CachedGradient:
-    """The gradient's graph built once; each HVP is one more backward through it."""
-
-    def __init__(self, risk: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> None:
-        self.theta = _leaf(theta)
-        (self.g,) = torch.autograd.grad(risk(self.theta), self.theta, create_graph=True)
-
-    def hvp(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.autograd.grad(self.g @ v, self.theta, retain_graph=True)[0]
-
-
-def hvp_jvp(risk: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
-            v: torch.Tensor) -> torch.Tensor:
-    return torch.func.jvp(torch.func.grad(risk), (theta,), (v,))[1]
-
-
-def hessian_rowwise(risk: Callable[[torch.Tensor], torch.Tensor],
-                    theta: torch.Tensor) -> torch.Tensor:
-    cached = CachedGradient(risk, theta)
-    rows = [torch.autograd.grad(cached.g[i], cached.theta, retain_graph=True)[0]
-            for i in range(theta.numel())]
-    return torch.stack(rows)
-
-
-class CountingOperator(LinearOperator):
-    """A scipy operator from a numpy matvec that counts the vectors it multiplies.
-
-    An eigensolver still running ``GIVE_UP_S`` seconds after the operator was made is
-    stopped with a TimeoutError, recorded as that tool's failure.
-    """
-
-    def __init__(self, matvec: Callable[[np.ndarray], np.ndarray], size: int) -> None:
-        self._fn = matvec
-        self.num_matvecs = 0
-        self._deadline = time.perf_counter() + GIVE_UP_S
-        super().__init__(dtype=np.dtype(np.float64), shape=(size, size))
-
-    def _matvec(self, x: np.ndarray) -> np.ndarray:
-        self.num_matvecs += 1
-        if time.perf_counter() > self._deadline:
-            raise TimeoutError(f"gave up after {GIVE_UP_S:.0f} s ({self.num_matvecs} matvecs)")
-        return self._fn(np.ascontiguousarray(x).reshape(-1))
-
-    def _adjoint(self) -> CountingOperator:
-        return self
-
-
-def autograd_operator(risk: Callable[[torch.Tensor], torch.Tensor],
-                      theta: torch.Tensor) -> CountingOperator:
-    cached = CachedGradient(risk, theta)
-    return CountingOperator(lambda x: cached.hvp(torch.from_numpy(x)).numpy(), theta.numel())
 
 
 # ---------------------------------------------------------------------- cost prediction
@@ -418,7 +266,7 @@ class CostModel:
     def __init__(self) -> None:
         self.sec_per_unit = {"torch.func.hessian": 2e-7, "row-by-row double backward": 2.5e-8}
         self.bytes_per_unit = {"torch.func.hessian": 40.0}
-        mem_total = _meminfo_bytes()
+        mem_total = meminfo_bytes()
         self.mem_limit = 0.25 * mem_total if mem_total else 6e9  # its peak disturbs the rest
 
     @staticmethod
@@ -446,15 +294,6 @@ class CostModel:
         return None
 
 
-def _meminfo_bytes() -> float | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return float(line.split()[1]) * 1024
-    return None
-
-
 # ------------------------------------------------------------------ task 1: full Hessian
 def _max_rel_diff(ref: torch.Tensor) -> Callable[[torch.Tensor], dict[str, Any]]:
     scale = float(ref.abs().max()) or 1.0
@@ -473,9 +312,10 @@ def bench_hessian(rec: Recorder, prob: Problem, costs: CostModel) -> None:
              lambda: Jn.T @ Jn, ours=OURS["hessian"])
     risk, theta = sm.loss_function(net, data), net.flatten()
     check = _max_rel_diff(ours) if ours is not None else None
+    func, autograd = TorchFunc(risk), DoubleBackward(risk, theta)
     slow = {
-        "torch.func.hessian": lambda: torch.func.hessian(risk)(theta),
-        "row-by-row double backward": lambda: hessian_rowwise(risk, theta),
+        "torch.func.hessian": lambda: func.hessian(theta),
+        "row-by-row double backward": lambda: autograd.kept().hessian(),
     }
     for tool, fn in slow.items():
         why = costs.reason_to_skip(tool, prob.spec)
@@ -499,14 +339,15 @@ def bench_hvp(rec: Recorder, prob: Problem, seed: int) -> None:
     rec.time(prob, "random", "hvp", cached_ours, lambda: op.apply(v[:, None])[:, 0],
              check=check, ours=OURS["hvp"])
     risk, theta = sm.loss_function(net, data), net.flatten()
-    cached = CachedGradient(risk, theta)
+    func, autograd = TorchFunc(risk), DoubleBackward(risk, theta)
+    cached = autograd.kept()
     tools: list[tuple[str, Callable[[], Any], str]] = [
-        ("double backward (gradient graph built per call)",
-         lambda: hvp_double_backward(risk, theta, v), OURS["hvp"]),
+        ("double backward (gradient graph built per call)", lambda: autograd.hvp(v),
+         OURS["hvp"]),
         ("double backward (first backward cached)", lambda: cached.hvp(v), cached_ours),
-        ("torch.func.jvp(grad) (forward over reverse)",
-         lambda: hvp_jvp(risk, theta, v), OURS["hvp"]),
-        ("bound: one autograd gradient", lambda: autograd_gradient(risk, theta), OURS["hvp"]),
+        ("torch.func.jvp(grad) (forward over reverse)", lambda: func.hvp(theta, v),
+         OURS["hvp"]),
+        ("bound: one autograd gradient", autograd.gradient, OURS["hvp"]),
         ("saddlemap.gradient (closed form)", lambda: sm.gradient(net, data), OURS["hvp"]),
     ]
     for tool, fn, ours in tools:
@@ -521,6 +362,7 @@ def bench_hvp(rec: Recorder, prob: Problem, seed: int) -> None:
         row = rec.rows[-1]
         row.median_s = row.median_s / BATCH if row.median_s else None
         row.times_s = [x / BATCH for x in row.times_s]
+        row.iqr_s = [x / BATCH for x in row.iqr_s] if row.iqr_s else None
         row.note = f"time per vector (total / {BATCH})"
 
 
@@ -562,24 +404,6 @@ class Reference:
         return out
 
 
-def _end(task: str) -> str:
-    return "SA" if task == "lambda_min" else "LA"
-
-
-def _v0(P: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(P)  # what sm.spectrum starts from
-
-
-def _eigsh(op: LinearOperator, which: str, **kw: Any) -> tuple[float, np.ndarray, str]:
-    try:
-        lam, vec = eigsh(op, k=1, which=which, **kw)
-        return float(lam[0]), vec[:, 0], ""
-    except ArpackNoConvergence as exc:
-        if len(exc.eigenvalues) == 0:
-            raise
-        return float(exc.eigenvalues[0]), exc.eigenvectors[:, 0], "ARPACK did not converge"
-
-
 def bench_eigen(rec: Recorder, prob: Problem, point: str, net: sm.TwoLayerNet,
                 settings: Settings, with_defaults: bool) -> Reference:
     data, reps = prob.data, settings.eig_repeats
@@ -596,7 +420,7 @@ def bench_eigen(rec: Recorder, prob: Problem, point: str, net: sm.TwoLayerNet,
     del dense
     risk, theta = sm.loss_function(net, data), net.flatten()
     P = net.num_params
-    for task in ("lambda_min", "lambda_max"):
+    for task in TASKS:
         which = "smallest" if task == "lambda_min" else "largest"
         rec.time(prob, point, task, OURS[task],
                  lambda which=which: sm.spectrum(net, data, k=1, which=which,
@@ -606,23 +430,19 @@ def bench_eigen(rec: Recorder, prob: Problem, point: str, net: sm.TwoLayerNet,
                      "matvecs": s.num_matvecs})
         variants = {
             "scipy eigsh on autograd HVP, tuned (tol=1e-12, ncv=30, same v0)":
-                {"tol": LANCZOS_TOL, "ncv": min(P, LANCZOS_NCV), "v0": _v0(P, settings.seed)},
+                {"tol": LANCZOS_TOL, "ncv": min(P, LANCZOS_NCV),
+                 "v0": start_vector(P, settings.seed)},
         }
         if with_defaults:
             variants["scipy eigsh on autograd HVP, defaults"] = {}
         for tool, kw in variants.items():
             rec.time(prob, point, task, tool,
-                     lambda kw=kw, task=task: _run_eigsh(autograd_operator(risk, theta),
-                                                         _end(task), kw),
+                     lambda kw=kw, task=task: scipy_eigsh(autograd_operator(risk, theta),
+                                                          which_end(task), **kw),
                      repeats=reps, ours=OURS[task],
                      check=lambda out, task=task: _assess_run(ref, task, out),
                      note="double-backward HVP, first backward cached in the operator")
     return ref
-
-
-def _run_eigsh(op: CountingOperator, which: str, kw: dict[str, Any]) -> dict[str, Any]:
-    lam, vec, note = _eigsh(op, which, **kw)
-    return {"lam": lam, "vec": vec, "matvecs": op.num_matvecs, "note": note}
 
 
 def _assess_run(ref: Reference, task: str, out: dict[str, Any]) -> dict[str, Any]:
@@ -636,233 +456,35 @@ def _assess_run(ref: Reference, task: str, out: dict[str, Any]) -> dict[str, Any
 
 
 # ------------------------------------------------------------------------ task 4: peers
-def peer_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in [*PEERS.values(), "backpack-for-pytorch", "threadpoolctl"]:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def _import_peer(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except Exception as exc:
-        return f"not importable ({type(exc).__name__}: {exc})"
-
-
-def _module_to_flat(vec: np.ndarray, m: int, d: int) -> np.ndarray:
-    """A vector in nn.Sequential's order (W row-major, then a) to saddlemap's flat layout."""
-    W, a = vec[: m * d].reshape(m, d), vec[m * d:]
-    return np.concatenate([a[:, None], W], axis=1).reshape(-1)
-
-
-def _flat_to_module(vec: np.ndarray, m: int, d: int) -> np.ndarray:
-    blocks = vec.reshape(m, d + 1)
-    return np.concatenate([blocks[:, 1:].reshape(-1), blocks[:, 0]])
-
-
-def _half_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """R = (1/2n) Σ‖g − y‖², the loss saddlemap's Dataset uses."""
-    return 0.5 * ((out - target) ** 2).sum(-1).mean()
-
-
-@dataclass
-class PeerContext:
-    net: sm.TwoLayerNet
-    X: torch.Tensor
-    Y: torch.Tensor
-    ref: Reference
-    seed: int
-
-    def model(self) -> torch.nn.Module:
-        return self.net.to_torch()  # a fresh copy per run: some peers leave .grad behind
-
-    def to_flat(self, vec: np.ndarray) -> np.ndarray:
-        return _module_to_flat(np.asarray(vec, dtype=np.float64), self.net.width,
-                               self.net.input_dim)
-
-
-def run_curvlinops(ctx: PeerContext, task: str, tuned: bool) -> dict[str, Any]:
-    import curvlinops
-
-    model = ctx.model()
-    H = curvlinops.HessianLinearOperator(model, torch.nn.MSELoss(), list(model.parameters()),
-                                         [(ctx.X, ctx.Y)])
-    scipy_op = (0.5 * H).to_scipy()  # MSELoss is (1/n)Σ(g−y)² = 2R
-    op = CountingOperator(lambda x: np.asarray(scipy_op @ x), ctx.net.num_params)
-    kw: dict[str, Any] = {}
-    if tuned:
-        P = ctx.net.num_params
-        v0 = _flat_to_module(_v0(P, ctx.seed), ctx.net.width, ctx.net.input_dim)
-        kw = {"tol": LANCZOS_TOL, "ncv": min(P, LANCZOS_NCV), "v0": v0}
-    lam, vec, note = _eigsh(op, _end(task), **kw)
-    return {"lam": lam, "vec": ctx.to_flat(vec), "matvecs": op.num_matvecs, "note": note}
-
-
-@contextlib.contextmanager
-def _count_pyhessian_hvps(counter: list[int]) -> Iterator[None]:
-    mod = sys.modules["pyhessian.hessian"]
-    original = mod.hessian_vector_product
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return original(*args, **kwargs)
-
-    mod.hessian_vector_product = counted
-    try:
-        yield
-    finally:
-        mod.hessian_vector_product = original
-
-
-def run_pyhessian(ctx: PeerContext, task: str, tuned: bool) -> dict[str, Any]:
-    import pyhessian
-
-    max_iter, tol = (10_000, LANCZOS_TOL) if tuned else (100, 1e-3)
-    counter = [0]
-    torch.manual_seed(ctx.seed)  # PyHessian draws its start vector from torch's global RNG
-    with _count_pyhessian_hvps(counter), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # its backward(create_graph=True)
-        h = pyhessian.hessian(ctx.model(), _half_mse, data=(ctx.X, ctx.Y), cuda=False)
-        lams, vecs = h.eigenvalues(maxIter=max_iter, tol=tol, top_n=1)
-    vec = torch.cat([t.detach().reshape(-1) for t in vecs[0]]).double().numpy()
-    note = f"stopped at maxIter={max_iter}" if counter[0] >= max_iter else ""
-    return {"lam": float(lams[0]), "vec": ctx.to_flat(vec), "matvecs": counter[0],
-            "note": note}
-
-
-def run_eigenthings(ctx: PeerContext, task: str, tuned: bool) -> dict[str, Any]:
-    import hessian_eigenthings as he
-
-    op = he.HessianOperator(ctx.model(), [(ctx.X, ctx.Y)], he.supervised_loss(_half_mse))
-    which = _end(task)
-    if not tuned:
-        r = he.lanczos(op, k=1, which=which)
-        return {"lam": float(r.eigenvalues[0]), "vec": ctx.to_flat(r.eigenvectors[0].numpy()),
-                "matvecs": r.iterations}
-    # Tuned: its Lanczos has no restart, so grow the Krylov size until it reports convergence.
-    total, size, P = 0, 50, ctx.net.num_params
-    while True:
-        size = min(size, P)
-        r = he.lanczos(op, k=1, which=which, max_iter=size, tol=LANCZOS_TOL,
-                       reorthogonalize=True, seed=ctx.seed)
-        total += r.iterations
-        if bool(r.converged[0]) or size == P:
-            break
-        size *= 2
-    note = f"Krylov sizes doubled from 50 up to {size}; converged={bool(r.converged[0])}"
-    return {"lam": float(r.eigenvalues[0]), "vec": ctx.to_flat(r.eigenvectors[0].numpy()),
-            "matvecs": total, "note": note}
-
-
-PEER_RUNS: list[tuple[str, str, Callable[[PeerContext, str, bool], dict[str, Any]], str, str]] = [
-    ("curvlinops", "curvlinops HessianLinearOperator + eigsh", run_curvlinops,
-     "scipy eigsh defaults (tol=0, ncv=20, random v0)", "tol=1e-12, ncv=30, same v0"),
-    ("pyhessian", "PyHessian power iteration", run_pyhessian,
-     "maxIter=100, tol=1e-3", "maxIter=10000, tol=1e-12"),
-    ("hessian_eigenthings", "hessian-eigenthings lanczos", run_eigenthings,
-     "k=1: max_iter=2, tol=1e-4", "tol=1e-12, full reorthogonalisation, max_iter doubled"),
-]
-
-
 def bench_peers(rec: Recorder, prob: Problem, point: str, net: sm.TwoLayerNet,
                 ref: Reference, settings: Settings) -> None:
-    ctx = PeerContext(net, prob.data.X, prob.data.targets, ref, settings.seed)
-    for module, name, run, default_kw, tuned_kw in PEER_RUNS:
-        imported = _import_peer(module)
-        for task in ("lambda_min", "lambda_max"):
-            for tuned, kw in ((False, default_kw), (True, tuned_kw)):
-                tool = f"{name}, {'tuned' if tuned else 'defaults'} ({kw})"
-                if isinstance(imported, str):
-                    rec.add(prob, point, task, tool, status="failed", note=imported,
-                             ours=OURS[task])
-                    print(f"  {task:10s} {tool:58s} FAILED {imported}", flush=True)
+    """Each third-party eigensolver of ``_peers.EIGEN_PEERS``, at its defaults and tuned.
+
+    A peer that is not installed gives ``skipped`` rows, one that fails to import or
+    crashes ``failed`` rows; the run goes on.
+    """
+    problem = PeerProblem(net, prob.data.X, prob.data.targets, settings.seed)
+    for peer in EIGEN_PEERS:
+        missing = peer.missing()
+        for task in TASKS:
+            for tuned in (False, True):
+                tool = peer.tool(tuned)
+                if missing is not None:
+                    rec.skip(prob, point, task, tool, missing[1], status=missing[0])
                     continue
-                if module == "pyhessian" and task == "lambda_min":
+                why = peer.unsupported(task)
+                if why is not None:
                     rec.add(prob, point, task, tool, status="unsupported", ours=OURS[task],
-                             note="power iteration finds the largest-|λ| eigenvalue only")
+                            note=why)
                     continue
                 rec.time(prob, point, task, tool,
-                         lambda run=run, task=task, tuned=tuned: run(ctx, task, tuned),
+                         lambda peer=peer, task=task, tuned=tuned: peer.run(problem, task,
+                                                                            tuned),
                          repeats=settings.eig_repeats, ours=OURS[task],
                          check=lambda out, task=task: _assess_run(ref, task, out))
 
 
-# ----------------------------------------------------------------------- machine, output
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    config = torch.__config__.show()
-    blas = re.search(r"BLAS_INFO=([^,\s]+)", config)
-    info: dict[str, Any] = {
-        "cpu": cpu, "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gb": round((_meminfo_bytes() or 0) / 2**30, 1),
-        "os": platform.platform(), "python": platform.python_version(),
-        "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-        "saddlemap": sm.__version__, "saddlemap_source": _source_state(),
-        "torch_blas": blas.group(1) if blas else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "peers": peer_versions(),
-    }
-    info["threadpools"] = _threadpools()
-    return info
-
-
-def _source_state() -> str:
-    """The commit measured, and whether the package's sources differed from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  check=True, timeout=30).stdout.strip()
-
-        dirty = git("status", "--porcelain", "--", "src")
-        return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes in src/"
-                                                      if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-
-
-def _threadpools() -> list[dict[str, Any]] | str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return _numpy_blas()
-    keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "threading_layer",
-            "architecture")  # never the file path: no machine paths in the results
-    return [{k: pool.get(k) for k in keep} for pool in threadpool_info()]
-
-
-def _numpy_blas() -> str:
-    try:
-        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[func-returns-value]
-        return f"threadpoolctl missing; numpy built with {deps['blas']['name']}"
-    except Exception as exc:
-        return f"threadpoolctl missing; numpy BLAS unknown ({type(exc).__name__})"
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[str]:
-    torch.set_num_threads(1)
-    with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
-        torch.set_num_interop_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield "torch 1 thread; threadpoolctl not installed, BLAS threads not fixed"
-        return
-    with threadpool_limits(limits=1):
-        yield "torch 1 thread; every threadpool limited to 1 by threadpoolctl"
-
-
+# ---------------------------------------------------------------------------- output
 def fill_ratios(rows: list[Row]) -> None:
     index = {(r.problem, r.point, r.task, r.tool): r for r in rows}
     for r in rows:
@@ -921,8 +543,10 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
         f"saddlemap {mach['saddlemap']} ({mach['saddlemap_source']})",
         f"* threads: {result['threads']}; torch threads {mach['torch_threads']}; "
         f"threadpools: {pool_s}",
-        f"* peers: {peers}", "",
+        f"* peers: {peers}",
     ]
+    load = load_summary(result.get("load"))  # results written before the harness have none
+    out += [f"* load: {load}", ""] if load else [""]
     out += _md_headline(rows) + _md_hessian(rows) + _md_hvp(rows) + _md_eigen(rows)
     out += _md_failures(rows)
     return "\n".join(out) + "\n"
@@ -948,7 +572,7 @@ def _eigen_line(rows: list[Row], point: str, task: str) -> str:
 def _peer_line(rows: list[Row]) -> list[str]:
     out = []
     for r in rows:
-        if r.problem != MAIN.label or not any(r.tool.startswith(p[1]) for p in PEER_RUNS):
+        if r.problem != MAIN.label or not any(r.tool.startswith(p.label) for p in EIGEN_PEERS):
             continue
         err = (r.error or {}).get("rel_error")
         what = (f"rel. error {_fmt_e(err)}, {_cell(r)}" if r.status == "ok"
@@ -1090,7 +714,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     grid, axes, peer_specs = plan(args.quick)
     problems: dict[Spec, Problem] = {}
-    with single_threaded() as threads:
+    with session() as harness:
         for spec in grid:
             print(f"[{time.perf_counter() - start:6.0f} s] {spec.label} "
                   f"(P = {spec.num_params})", flush=True)
@@ -1099,11 +723,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if spec in axes:
                 run_eigen(rec, prob, settings, spec in peer_specs)
             bench_hessian(rec, prob, costs)  # last: torch.func.hessian's GBs disturb the rest
-        mach = machine()
     fill_ratios(rec.rows)
     return {
         "mode": "quick" if args.quick else "full", "seed": settings.seed,
-        "settings": asdict(settings), "threads": threads, "machine": mach,
+        "settings": asdict(settings), "threads": harness.threads, "machine": harness.machine,
+        "load": harness.load,
         "wall_s": time.perf_counter() - start,
         "problems": [{"problem": p.spec.label, "d": p.spec.d, "m": p.spec.m, "n": p.spec.n,
                       **p.info} for p in problems.values()],
@@ -1114,7 +738,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def run_eigen(rec: Recorder, prob: Problem, settings: Settings, with_peers: bool) -> None:
     for point, net in prob.points.items():
         if net is None:
-            for task in ("lambda_min", "lambda_max"):
+            for task in TASKS:
                 rec.skip(prob, point, task, OURS[task], prob.info.get("saddle_skipped", ""))
             continue
         ref = bench_eigen(rec, prob, point, net, settings, with_peers)
@@ -1137,10 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args)
     rows = [Row(**r) for r in result["results"]]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "core-quick" if args.quick else "core"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    (args.out_dir / f"{stem}.md").write_text(markdown(result, rows))
+    write_results(stem, result, markdown(result, rows), out_dir=args.out_dir, indent=1,
+                  echo=False)
     print(f"wrote {stem}.json and {stem}.md in {result['wall_s']:.0f} s")
     return 0
 

@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import machine, method_table, narrow_critical_point, timed, timed_peer, write_results
+from _common import (
+    load_summary,
+    method_table,
+    narrow_critical_point,
+    session,
+    timed,
+    timed_peer,
+    write_results,
+)
+from _peers import TorchFunc
 from scipy.optimize import least_squares, root
 
 import saddlemap as sm
@@ -60,15 +69,13 @@ def ours(start: sm.TwoLayerNet, data: sm.Dataset) -> dict[str, Any]:
 
 def scipy_method(kind: str) -> Callable[[sm.TwoLayerNet, sm.Dataset], dict[str, Any]]:
     def run(start: sm.TwoLayerNet, data: sm.Dataset) -> dict[str, Any]:
-        risk = sm.loss_function(start, data)
-        grad_fn = torch.func.grad(risk)
-        hess_fn = torch.func.hessian(risk)
+        func = TorchFunc(sm.loss_function(start, data))
 
         def F(x: np.ndarray) -> np.ndarray:
-            return grad_fn(torch.from_numpy(x)).numpy()
+            return func.gradient(torch.from_numpy(x)).numpy()
 
         def J(x: np.ndarray) -> np.ndarray:
-            return hess_fn(torch.from_numpy(x)).numpy()
+            return func.hessian(torch.from_numpy(x)).numpy()
 
         x0 = start.flatten().numpy()
         if kind == "root-lm":
@@ -87,20 +94,21 @@ def scipy_method(kind: str) -> Callable[[sm.TwoLayerNet, sm.Dataset], dict[str, 
     return run
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     repeats = 1 if args.quick else 3
-    net, data = embedded_saddle()
-    start = perturbed(net, data)
-    g0 = float(sm.gradient(start, data).norm())
-    rows = {"saddlemap": timed(lambda: ours(start, data), repeats)}
-    for kind in ("root-lm", "least_squares-lm"):
-        rows[kind] = timed_peer(lambda k=kind: scipy_method(k)(start, data), repeats)
+    with session() as harness:
+        net, data = embedded_saddle()
+        start = perturbed(net, data)
+        g0 = float(sm.gradient(start, data).norm())
+        rows = {"saddlemap": timed(lambda: ours(start, data), repeats)}
+        print(f"  saddlemap: {rows['saddlemap']['median_s']:.3f} s", flush=True)
+        for kind in ("root-lm", "least_squares-lm"):
+            rows[kind] = timed_peer(lambda k=kind: scipy_method(k)(start, data), repeats)
+            print(f"  {kind}: {rows[kind].get('median_s', rows[kind].get('failure'))}",
+                  flush=True)
     table = method_table(
         rows, "saddlemap", ["final ‖∇R‖", "evaluations", "verdict"],
         lambda r: [f"{r['grad_norm']:.1e}", str(r["iterations"]), str(r["verdict"])],
@@ -109,12 +117,15 @@ def main() -> None:
         if "grad_norm" in row:
             row["reached_1e-10"] = row["grad_norm"] <= 1e-10
     result = {"problem": {"activation": "tanh", "d": 10, "m": 50, "n": 1000, "P": net.num_params,
-                          "start_grad_norm": g0}, "machine": machine(), "results": rows}
+                          "start_grad_norm": g0}, "machine": harness.machine,
+              "threads": harness.threads, "load": harness.load, "results": rows}
+    load = load_summary(harness.load)
     lines = [
         "# Certify a critical point (d=10, m=50, n=1000, P=550, tanh)",
         "",
         f"Start: a split saddle perturbed to ‖∇R‖ = {g0:.2e}. Machine: {result['machine']['cpu']},"
         f" torch {torch.__version__}, {torch.get_num_threads()} thread.",
+        *([f"Load: {load}."] if load else []),
         "",
         *table,
     ]

@@ -28,14 +28,13 @@ Results: ``results/hvp.json`` and ``results/hvp.md`` (``hvp-quick.*`` for ``--qu
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from _common import machine, write_results
+from _common import load_summary, paired, session, write_results
+from _peers import DoubleBackward, TorchFunc
 
 import saddlemap as sm
 
@@ -75,32 +74,6 @@ def problem(spec: Spec, seed: int) -> tuple[sm.TwoLayerNet, sm.Dataset]:
     return net, sm.Dataset(randn(spec.n, spec.d), randn(spec.n, spec.K))
 
 
-def paired(peer: Callable[[], Any], ours: Callable[[], Any], budget_s: float) -> dict[str, Any]:
-    """Alternating blocks of calls; the median block ratio peer / ours and median times."""
-    peer(), ours()
-    start = time.perf_counter()
-    peer()
-    one = time.perf_counter() - start
-    calls = max(1, min(50, int(0.02 / max(one, 1e-6))))  # blocks of about 20 ms of peer time
-    t_peer: list[float] = []
-    t_ours: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    i = 0
-    while i < 20 or (time.perf_counter() < deadline and i < 400):
-        order = [(peer, t_peer), (ours, t_ours)]
-        for fn, acc in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            acc.append((time.perf_counter() - start) / calls)
-        i += 1
-    ratios = [p / o for p, o in zip(t_peer, t_ours, strict=True)]
-    q = statistics.quantiles(ratios, n=4)
-    return {"ratio": statistics.median(ratios), "ratio_q1": q[0], "ratio_q3": q[2],
-            "peer_s": statistics.median(t_peer), "ours_s": statistics.median(t_ours),
-            "blocks": len(ratios), "calls_per_block": calls}
-
-
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
@@ -111,27 +84,20 @@ def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
     v = torch.randn(net.num_params, generator=gen, dtype=torch.float64)
     V = torch.randn(net.num_params, BATCH, generator=gen, dtype=torch.float64)
     risk, theta = sm.loss_function(net, data), net.flatten()
+    func, autograd = TorchFunc(risk), DoubleBackward(risk, theta)
+    kept = autograd.kept()
 
     def double_backward() -> torch.Tensor:
-        th = theta.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(risk(th), th, create_graph=True)
-        return torch.autograd.grad(g @ v, th)[0]
-
-    def autograd_gradient() -> torch.Tensor:
-        th = theta.detach().requires_grad_(True)
-        return torch.autograd.grad(risk(th), th)[0]
+        return autograd.hvp(v)
 
     def jvp_grad() -> torch.Tensor:
-        return torch.func.jvp(torch.func.grad(risk), (theta,), (v,))[1]
+        return func.hvp(theta, v)
 
-    kept = theta.detach().requires_grad_(True)
-    (g_kept,) = torch.autograd.grad(risk(kept), kept, create_graph=True)
-
-    def kept_graph(u: torch.Tensor = v) -> torch.Tensor:
-        return torch.autograd.grad(g_kept @ u, kept, retain_graph=True)[0]
+    def kept_graph() -> torch.Tensor:
+        return kept.hvp(v)
 
     def kept_graph_batch() -> list[torch.Tensor]:
-        return [kept_graph(V[:, j]) for j in range(BATCH)]
+        return kept.hvp_columns(V)
 
     op = sm.hessian_operator(net, data)
     ref = double_backward()
@@ -145,8 +111,8 @@ def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
          lambda: op.apply(v[:, None]), _rel(op.apply(v[:, None])[:, 0], ref)),
         (f"{BATCH} products at one point", f"{BATCH} kept-graph double backwards",
          kept_graph_batch, lambda: op.apply(V), _rel(op.apply(V), ref_batch)),
-        ("gradient", "autograd backward", autograd_gradient, lambda: sm.gradient(net, data),
-         _rel(sm.gradient(net, data), autograd_gradient())),
+        ("gradient", "autograd backward", autograd.gradient, lambda: sm.gradient(net, data),
+         _rel(sm.gradient(net, data), autograd.gradient())),
     ]
     rows = []
     for task, peer_name, peer, ours, err in pairs:
@@ -158,14 +124,17 @@ def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], info: dict[str, Any], quick: bool) -> list[str]:
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any], quick: bool,
+             load: dict[str, Any] | None = None) -> list[str]:
     main = [r for r in rows if r["problem"] == MAIN.label]
+    load_line = load_summary(load)
     out = ["# saddlemap HVP benchmark (paired)", "",
            f"Mode `{'quick' if quick else 'full'}`. Ratio = peer time / saddlemap time, the "
            "median over alternating blocks of calls (interquartile range in brackets); above "
            "1 means saddlemap is faster.", "", "## Machine", "",
            f"* CPU: {info['cpu']}; torch {info['torch']}, {info['torch_threads']} thread; "
-           f"Python {info['python']}; saddlemap {info['saddlemap']}", "",
+           f"Python {info['python']}; saddlemap {info['saddlemap']}",
+           *([f"* load: {load_line}"] if load_line else []), "",
            f"## Main problem ({MAIN.label})", ""]
     out += [f"* {r['task']}: {r['ratio']:.2f}× {r['peer']} (ours {r['ours_s'] * 1e3:.3f} ms, "
             f"theirs {r['peer_s'] * 1e3:.3f} ms)" for r in main]
@@ -187,13 +156,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per pair")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    info = machine()
     rows = []
-    for spec in [MAIN] if args.quick else GRID:
-        rows += bench(spec, args.seed, args.budget)
+    with session() as harness:
+        for spec in [MAIN] if args.quick else GRID:
+            rows += bench(spec, args.seed, args.budget)
     name = "hvp-quick" if args.quick else "hvp"
-    write_results(name, {"machine": info, "rows": rows}, markdown(rows, info, args.quick))
+    result = {"machine": harness.machine, "threads": harness.threads, "load": harness.load,
+              "rows": rows}
+    write_results(name, result, markdown(rows, harness.machine, args.quick, harness.load))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ Run: ``python benchmarks/bench_reduce.py [--quick]``; results go to
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from _common import write_results
+from _common import load_summary, measure, session, write_results
 
 import saddlemap as sm
 
@@ -49,46 +47,46 @@ def naive_groups(net: sm.TwoLayerNet, tol: float) -> int:
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """The harness's median of ``repeats`` runs, after one warm-up."""
+    return measure(fn, repeats).median
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="m up to 10⁴, one repeat")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     sizes = [1_000, 3_000, 10_000] + ([] if args.quick else [30_000, 100_000])
     repeats = 1 if args.quick else 3
     rows = []
-    for m in sizes:
-        net = clustered(m)
-        red = sm.reduce(net, check_rank=False)
-        assert red.width <= CLUSTERS
-        row = {
-            "m": m,
-            "reduce_s": median_time(lambda n=net: sm.reduce(n, check_rank=False), repeats),
-            "reduce_with_rank_check_s": median_time(lambda n=net: sm.reduce(n), repeats),
-            "width": red.width,
-            "output_change": red.output_change,
-        }
-        if m <= 10_000:  # the pairwise matrix needs m² bytes and seconds
-            tol = red.tol
-            row["naive_pairwise_s"] = median_time(lambda n=net, t=tol: naive_groups(n, t), 1)
-            row["naive_over_reduce"] = row["naive_pairwise_s"] / row["reduce_s"]
-        rows.append(row)
+    with session() as harness:
+        for m in sizes:
+            net = clustered(m)
+            red = sm.reduce(net, check_rank=False)
+            assert red.width <= CLUSTERS
+            row = {
+                "m": m,
+                "reduce_s": median_time(lambda n=net: sm.reduce(n, check_rank=False), repeats),
+                "reduce_with_rank_check_s": median_time(lambda n=net: sm.reduce(n), repeats),
+                "width": red.width,
+                "output_change": red.output_change,
+            }
+            if m <= 10_000:  # the pairwise matrix needs m² bytes and seconds
+                tol = red.tol
+                row["naive_pairwise_s"] = median_time(lambda n=net, t=tol: naive_groups(n, t), 1)
+                row["naive_over_reduce"] = row["naive_pairwise_s"] / row["reduce_s"]
+            print(f"  m = {m}: reduce {row['reduce_s']:.3f} s", flush=True)
+            rows.append(row)
     ms = np.array([r["m"] for r in rows], dtype=float)
     exponent = float(np.polyfit(np.log(ms), np.log([r["reduce_s"] for r in rows]), 1)[0])
     result = {"clusters": CLUSTERS, "d": D, "rows": rows, "scaling_exponent": exponent,
-              "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+              "torch": torch.__version__, "torch_threads": harness.machine["torch_threads"],
+              "machine": harness.machine, "threads": harness.threads, "load": harness.load}
+    load = load_summary(harness.load)
     lines = [
         f"# reduce: m neurons in {CLUSTERS} clusters, d = {D}, tanh",
         "",
         f"Scaling exponent of reduce (time ∝ m^p): p = {exponent:.2f}.",
+        *([f"Machine: {harness.machine['cpu']}. Load: {load}."] if load else []),
         "",
         "| m | reduce (s) | with rank check (s) | width | output change | naive O(m²) (s) |",
         "|---|---|---|---|---|---|",

@@ -23,8 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import machine, method_table, narrow_critical_point, timed, timed_peer, write_results
-from scipy.sparse.linalg import LinearOperator, eigsh
+from _common import (
+    load_summary,
+    method_table,
+    narrow_critical_point,
+    session,
+    timed,
+    timed_peer,
+    write_results,
+)
+from _peers import autograd_operator, scipy_eigsh, start_vector
 
 import saddlemap as sm
 
@@ -48,53 +56,53 @@ def eigenvector_route(tol: float) -> Callable[[sm.TwoLayerNet, sm.Dataset], dict
     def run(net: sm.TwoLayerNet, data: sm.Dataset) -> dict[str, Any]:
         risk = sm.loss_function(net, data)
         theta = net.flatten()
-        count = [0]
-
-        def matvec(x: np.ndarray) -> np.ndarray:
-            count[0] += 1
-            t = theta.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(risk(t), t, create_graph=True)
-            (hv,) = torch.autograd.grad(g @ torch.from_numpy(np.ascontiguousarray(x).ravel()), t)
-            return hv.numpy()
-
-        op = LinearOperator((net.num_params,) * 2, matvec=matvec, dtype=np.float64)
-        v0 = np.random.default_rng(0).standard_normal(net.num_params)
-        lam, vec = eigsh(op, k=1, which="SA", tol=tol, v0=v0)
-        v = torch.from_numpy(vec[:, 0])
+        # Double backward with the gradient graph rebuilt per product; no time limit, and
+        # an ARPACK run that does not converge is a failure.
+        op = autograd_operator(risk, theta, kept=False, give_up_s=None)
+        out = scipy_eigsh(op, "SA", partial=False, tol=tol, v0=start_vector(net.num_params, 0))
+        lam, v = out["lam"], torch.from_numpy(out["vec"])
         before = float(risk(theta))
         scale = 0.5 * max(1.0, float(theta.abs().max()))
         ts = scale * 2.0 ** -np.arange(12)
         drops = [before - float(risk(theta + s * t * v)) for t in ts for s in (1, -1)]
-        return {"kind": "strict saddle" if lam[0] < 0 else "not a strict saddle",
-                "curvature": float(lam[0]), "loss_drop": max(drops), "matvecs": count[0]}
+        return {"kind": "strict saddle" if lam < 0 else "not a strict saddle",
+                "curvature": lam, "loss_drop": max(drops), "matvecs": out["matvecs"]}
 
     return run
 
 
+def _sci(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3e}"  # None: saddlemap found no saddle to classify
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     repeats = 1 if args.quick else 3
-    net, data = split_saddle()
-    rows = {"saddlemap classify + scan": timed(lambda: ours(net, data), repeats)}
-    for label, tol in (("eigsh on autograd HVP, scipy default tol", 0.0),
-                       ("eigsh on autograd HVP, tol=1e-10", 1e-10)):
-        rows[label] = timed_peer(lambda t=tol: eigenvector_route(t)(net, data), repeats)
+    with session() as harness:
+        net, data = split_saddle()
+        rows = {"saddlemap classify + scan": timed(lambda: ours(net, data), repeats)}
+        print(f"  saddlemap: {rows['saddlemap classify + scan']['median_s']:.3f} s", flush=True)
+        for label, tol in (("eigsh on autograd HVP, scipy default tol", 0.0),
+                           ("eigsh on autograd HVP, tol=1e-10", 1e-10)):
+            rows[label] = timed_peer(lambda t=tol: eigenvector_route(t)(net, data), repeats)
+            print(f"  {label}: {rows[label].get('median_s', rows[label].get('failure'))}",
+                  flush=True)
     table = method_table(
         rows, "saddlemap classify + scan", ["HVPs", "verdict", "vᵀHv", "loss drop"],
-        lambda r: [str(r["matvecs"]), str(r["kind"]), f"{r['curvature']:.3e}",
-                   f"{r['loss_drop']:.3e}"],
+        lambda r: [str(r["matvecs"]), str(r["kind"]), _sci(r["curvature"]),
+                   _sci(r["loss_drop"])],
     )
     result = {"problem": {"activation": "tanh", "d": 10, "m": 100, "n": 1000,
-                          "P": net.num_params}, "machine": machine(), "results": rows}
+                          "P": net.num_params}, "machine": harness.machine,
+              "threads": harness.threads, "load": harness.load, "results": rows}
+    load = load_summary(harness.load)
     lines = [
         "# Classify a split saddle and find the way down (d=10, m=100, n=1000, P=1100, tanh)",
         "",
         f"Machine: {result['machine']['cpu']}, torch {torch.__version__}, 1 thread.",
+        *([f"Load: {load}."] if load else []),
         "",
         *table,
     ]

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, write_results
+from _common import interleaved, load_summary, session, write_results
 
 import saddlemap as sm
-from saddlemap.study import StudyConfig, run_study
 
 CONFIG = {
     "steps": 200, "window": 40, "min_length": 20,
@@ -31,10 +30,10 @@ CONFIG = {
 
 
 def throughput(engine: str, workers: int | None) -> dict[str, float]:
-    config = StudyConfig.from_dict(CONFIG)
+    config = sm.StudyConfig.from_dict(CONFIG)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        report = run_study(config, str(Path(tmp) / "s.sqlite"), engine=engine, workers=workers)
+        t0 = time.perf_counter()  # one end-to-end run, worker start-up included: no warm-up
+        report = sm.run_study(config, str(Path(tmp) / "s.sqlite"), engine=engine, workers=workers)
         seconds = time.perf_counter() - t0
     return {"runs": report.run_now, "seconds": seconds,
             "runs_per_minute": 60 * report.run_now / seconds}
@@ -44,31 +43,36 @@ def monitor_overhead(steps: int = 300) -> dict[str, float]:
     prob = sm.teacher_student(5, 100, d=10, n=1000, activation="erf", seed=0)
     lr = sm.safe_step_size(prob.student, prob.data)
 
-    def timed(callbacks: list) -> float:
-        t0 = time.perf_counter()
-        sm.train(prob.student, prob.data, lr=lr, steps=steps, callbacks=callbacks)
-        return (time.perf_counter() - t0) / steps
+    def plain() -> None:
+        sm.train(prob.student, prob.data, lr=lr, steps=steps, callbacks=[])
+
+    def monitored() -> None:
+        sm.train(prob.student, prob.data, lr=lr, steps=steps,
+                 callbacks=[sm.PlateauMonitor(prob.data, rtol=0.0)])
 
     # rtol = 0 never sees a plateau: what is left is the bookkeeping and the width checks.
     # Interleaved repeats, best of each: the machine's noise is larger than the overhead.
-    pairs = [(timed([]), timed([sm.PlateauMonitor(prob.data, rtol=0.0)])) for _ in range(5)]
-    base = min(p[0] for p in pairs)
-    watched = min(p[1] for p in pairs)
+    t_plain, t_monitored = interleaved([plain, monitored], rounds=5, alternate=False)
+    base = min(t_plain) / steps
+    watched = min(t_monitored) / steps
     return {"step_ms": 1e3 * base, "step_with_monitor_ms": 1e3 * watched,
             "overhead_fraction": watched / base - 1}
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    rows = {
-        "serial": throughput("serial", None),
-        "process, 1 worker": throughput("process", 1),
-        "process, 2 workers": throughput("process", 2),
-    }
-    over = monitor_overhead()
-    result = {"throughput": rows, "monitor": over, "machine": machine(), "config": CONFIG}
+    with session() as harness:
+        rows = {
+            "serial": throughput("serial", None),
+            "process, 1 worker": throughput("process", 1),
+            "process, 2 workers": throughput("process", 2),
+        }
+        over = monitor_overhead()
+    result = {"throughput": rows, "monitor": over, "machine": harness.machine,
+              "threads": harness.threads, "load": harness.load, "config": CONFIG}
+    load = load_summary(harness.load)
     lines = ["# Study throughput and monitor overhead", "",
-             f"Machine: {result['machine']['cpu']}, torch {torch.__version__}.", "",
+             f"Machine: {result['machine']['cpu']}, torch {torch.__version__}.",
+             *([f"Load: {load}."] if load else []), "",
              "| engine | runs | seconds | runs per minute |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['runs']} | {v['seconds']:.1f} | {v['runs_per_minute']:.0f} |"
               for k, v in rows.items()]
