@@ -17,6 +17,7 @@ from matplotlib.collections import PathCollection
 
 import saddlemap as sm
 from saddlemap import plots
+from saddlemap.saddles import branch_verdict
 
 A_STAR, W_STAR = 0.610515537972, 1.433931221329
 
@@ -75,7 +76,7 @@ def test_neuron_map_1d_with_null_neuron(star, tmp_path):
         torch.cat([net.a, torch.tensor([[0.0]])]), torch.cat([net.W, torch.tensor([[0.3]])]),
         activation="tanh",
     )
-    ax = plots.plot_neuron_map(net)
+    ax = plots.plot_neuron_map(net, sm.reduce(net))
     _save(ax, tmp_path, "neuron_map_1d")
     (scatter,) = [c for c in ax.collections if isinstance(c, PathCollection)]
     offsets = np.asarray(scatter.get_offsets())
@@ -91,7 +92,7 @@ def test_neuron_map_1d_with_null_neuron(star, tmp_path):
 
 def test_neuron_map_2d_plane_and_given_ax(trained, tmp_path):
     _fig, ax = plt.subplots()
-    out = plots.plot_neuron_map(trained.net, ax=ax)
+    out = plots.plot_neuron_map(trained.net, sm.reduce(trained.net), ax=ax)
     assert out is ax
     assert _points(ax) == trained.net.width
     np.testing.assert_allclose(ax.collections[0].get_offsets(), trained.net.W.numpy())
@@ -110,6 +111,11 @@ def test_neuron_map_pca_for_high_dimension_and_bias(tmp_path):
     again = plots.plot_neuron_map(ts.student, reduction)
     np.testing.assert_array_equal(again.collections[0].get_offsets(),
                                   ax.collections[0].get_offsets())
+
+
+def test_neuron_map_rejects_a_reduction_of_another_width(star, trained):
+    with pytest.raises(sm.OptionError, match="width"):
+        plots.plot_neuron_map(star, sm.reduce(trained.net))
 
 
 # -------------------------------------------------------------------------------- spectrum
@@ -136,7 +142,7 @@ def test_spectrum_on_given_ax(star, data):
 
 # ---------------------------------------------------------------------------------- escape
 def test_escape_path(escaped, tmp_path):
-    assert escaped.method != "none" and escaped.path_t.size
+    assert escaped.method is not sm.EscapeMethod.NONE and escaped.path_t.size
     ax = plots.plot_escape(escaped)
     _save(ax, tmp_path, "escape")
     (line,) = [ln for ln in ax.lines if ln.get_label() == "R along the path"]
@@ -145,21 +151,26 @@ def test_escape_path(escaped, tmp_path):
     step = [c for c in ax.collections if str(c.get_label()).startswith("step")]
     assert len(step) == 1
     np.testing.assert_allclose(step[0].get_offsets()[0, 0], escaped.step)
-    assert escaped.method in ax.get_title()
+    assert escaped.method.value in ax.get_title()
     _fig, other = plt.subplots()
     assert plots.plot_escape(escaped, ax=other) is other
 
 
 def test_escape_without_path(star, data):
     result = sm.escape(star, data, steps=1)  # a strict minimum: no way down
-    assert result.method == "none"
+    assert result.method is sm.EscapeMethod.NONE
     ax = plots.plot_escape(result)
     assert not ax.lines and ax.texts
 
 
 # ----------------------------------------------------------------------- residual function
+def _zero_set(net: sm.TwoLayerNet, data: sm.Dataset) -> sm.ZeroSet:
+    return sm.ZeroSet(sm.residual_function(net, data))
+
+
 def test_residual_function_1d(star, data, tmp_path):
-    ax = plots.plot_residual_function(star, data)
+    zero_set = _zero_set(star, data)
+    ax = plots.plot_residual_function(star, zero_set, zeros=zero_set.zeros_1d())
     _save(ax, tmp_path, "phi_1d")
     (_curve,) = [ln for ln in ax.lines if ln.get_label() == "φ(u)"]
     lo, hi = ax.get_xlim()
@@ -167,37 +178,74 @@ def test_residual_function_1d(star, data, tmp_path):
     (zeros,) = [c for c in ax.collections if str(c.get_label()).startswith("zeros")]
     zs = np.sort(np.asarray(zeros.get_offsets())[:, 0])
     np.testing.assert_allclose(zs, [-W_STAR, 0.0, W_STAR], atol=1e-5)  # THEORY §8
+    faces = zeros.get_facecolors()[np.argsort(np.asarray(zeros.get_offsets())[:, 0])]
+    assert list(faces[:, 3]) == [1.0, 0.0, 1.0]  # ±w* singular (filled), 0 regular (open)
+    assert "3 zero(s)" in ax.get_title()
     (neurons,) = [c for c in ax.collections if c.get_label() == "neurons"]
     np.testing.assert_allclose(neurons.get_offsets(), [[W_STAR, 0.0]])
+    (curve,) = [ln for ln in ax.lines if ln.get_label() == "φ(u)"]
+    u = torch.as_tensor(np.asarray(curve.get_xdata())[:, None])
+    np.testing.assert_allclose(curve.get_ydata(), zero_set.residual.phi(u)[:, 0].numpy())
 
 
 def test_residual_function_1d_span_and_ax(saddle_split, data):
+    zero_set = _zero_set(saddle_split, data)
     _fig, ax = plt.subplots()
-    out = plots.plot_residual_function(saddle_split, data, ax=ax, span=(-3.0, 3.0))
+    out = plots.plot_residual_function(saddle_split, zero_set, ax=ax, span=(-3.0, 3.0))
     assert out is ax and ax.get_xlim() == (-3.0, 3.0)
     (neurons,) = [c for c in ax.collections if c.get_label() == "neurons"]
     assert len(neurons.get_offsets()) == saddle_split.width
+    assert not [c for c in ax.collections if str(c.get_label()).startswith("zeros")]
+    # zeros outside the span are not drawn, and the title counts those drawn
+    _fig, narrow = plt.subplots()
+    plots.plot_residual_function(saddle_split, zero_set, zeros=zero_set.zeros_1d(),
+                                 ax=narrow, span=(-0.5, 0.5))
+    (zeros,) = [c for c in narrow.collections if str(c.get_label()).startswith("zeros")]
+    np.testing.assert_allclose(zeros.get_offsets(), [[0.0, 0.0]], atol=1e-8)
+    assert "1 zero(s)" in narrow.get_title()
+    with pytest.raises(sm.OptionError, match="span"):
+        plots.plot_residual_function(saddle_split, zero_set, span=(1.0, -1.0))
 
 
 def test_residual_function_2d(problem, trained, tmp_path):
-    ax = plots.plot_residual_function(trained.net, problem.data)
+    zero_set = _zero_set(trained.net, problem.data)
+    ax = plots.plot_residual_function(trained.net, zero_set)
     _save(ax, tmp_path, "phi_2d")
     (neurons,) = [c for c in ax.collections if c.get_label() == "neurons"]
     assert len(neurons.get_offsets()) == trained.net.width
     assert len(ax.figure.axes) == 2  # the colour bar
+    # zeros handed in are marked; the plot does not search for them
+    points = zero_set.sample(num_starts=8, radius=1.0)
+    lo, hi = ax.get_xlim()
+    inside = [p for p in points if all(lo <= c <= hi for c in p.u)]
+    marked = plots.plot_residual_function(trained.net, zero_set, zeros=points)
+    (zeros,) = [c for c in marked.collections if str(c.get_label()).startswith("zeros")]
+    assert len(zeros.get_offsets()) == len(inside) > 0
 
 
-def test_residual_function_rejects_d3():
+def test_residual_function_rejects_d3_and_a_mismatched_zero_set(star, data, problem, trained):
     ts = sm.teacher_student(teacher_width=1, width=2, d=3, n=10)
-    with pytest.raises(ValueError, match="D = 3"):
-        plots.plot_residual_function(ts.student, ts.data)
+    with pytest.raises(sm.OptionError, match="D = 3"):
+        plots.plot_residual_function(ts.student, _zero_set(ts.student, ts.data))
+    with pytest.raises(sm.OptionError, match="D = 2"):  # φ of 2-D u, a network of D = 1
+        plots.plot_residual_function(star, _zero_set(trained.net, problem.data))
+    one_d = _zero_set(star, data).zeros_1d()
+    with pytest.raises(sm.OptionError, match="1-dimensional"):
+        plots.plot_residual_function(trained.net, _zero_set(trained.net, problem.data),
+                                     zeros=one_d)
 
 
 # ------------------------------------------------------------------------ branch hierarchy
+def _verdicts(cs: sm.CriticalSet, m: int) -> dict:
+    """Every branch's verdict with a checked witness, widths r..m (θ* has none)."""
+    return {s.branch: s.verdict for w in range(cs.r, m + 1) for s in sm.saddle_branches(cs, w)}
+
+
 def test_branch_hierarchy(star, data, tmp_path):
     cs = sm.CriticalSet(star, data)
     m = 3
-    ax = plots.plot_branch_hierarchy(cs, m)
+    verdicts = _verdicts(cs, m)
+    ax = plots.plot_branch_hierarchy(cs, m, verdicts, star_minimum=True)
     _save(ax, tmp_path, "hierarchy")
     num_nodes = sum(len(cs.branches(w)) for w in range(cs.r, m + 1))
     assert _points(ax) == num_nodes == 6
@@ -208,12 +256,35 @@ def test_branch_hierarchy(star, data, tmp_path):
     by_verdict = {str(c.get_label()): len(c.get_offsets()) for c in ax.collections}
     # θ* blue; every branch with a null neuron is a saddle branch; the K ≻ 0 splits are mixed
     assert by_verdict == {"θ*": 1, "saddle branch": 3, "mixed": 2}
-    expected = {(s.branch.sizes, s.branch.nulls): s.verdict for s in sm.saddle_branches(cs, m)}
+    expected = {(b.sizes, b.nulls): v.value for b, v in verdicts.items()}
     assert expected[((3,), 0)] == "mixed" and expected[((1,), 2)] == "saddle branch"
+    colors = {str(c.get_label()): tuple(c.get_facecolors()[0]) for c in ax.collections}
+    for key in (plots.STAR_NODE, sm.BranchVerdict.SADDLE_BRANCH, sm.BranchVerdict.MIXED):
+        label = key if isinstance(key, str) else key.value
+        assert colors[label] == matplotlib.colors.to_rgba(plots.VERDICT_COLORS[key])
+    assert "not a strict minimum" not in ax.get_title()
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"split", "null", "meet"} <= legend
     _fig, other = plt.subplots()
-    assert plots.plot_branch_hierarchy(cs, 2, ax=other) is other
-    with pytest.raises(ValueError):
-        plots.plot_branch_hierarchy(cs, 0)
+    assert plots.plot_branch_hierarchy(cs, 2, verdicts, ax=other) is other
+    with pytest.raises(sm.OptionError):
+        plots.plot_branch_hierarchy(cs, 0, verdicts)
+
+
+def test_branch_hierarchy_draws_the_verdicts_given(star, data):
+    cs = sm.CriticalSet(star, data)
+    # the Fukumizu–Amari rule alone, computed by the caller
+    rules = sm.splitting_rule(star, data)
+    verdicts = {b: branch_verdict(b, rules, False)[0]
+                for w in range(cs.r, 3) for b in cs.branches(w)}
+    undetermined = {b: sm.BranchVerdict.UNDETERMINED for b in verdicts}
+    ax = plots.plot_branch_hierarchy(cs, 2, undetermined, star_minimum=False)
+    by_verdict = {str(c.get_label()): len(c.get_offsets()) for c in ax.collections}
+    assert by_verdict == {"θ*": 1, "undetermined": 2}
+    assert "(θ* not a strict minimum)" in ax.get_title()
+    missing = {b: v for b, v in verdicts.items() if b.nulls == 0}
+    with pytest.raises(sm.OptionError, match=r"\(1\)\+1∅"):
+        plots.plot_branch_hierarchy(cs, 2, missing)
 
 
 # -------------------------------------------------------------------------------- training
@@ -230,6 +301,56 @@ def test_training(trained, tmp_path):
     assert {t.get_text() for t in ax.texts} == {"plateau", "second"}
     _fig, given = plt.subplots()
     assert plots.plot_training(hist, ax=given) is given
+
+
+# ------------------------------------------------------------------ finished results only
+#: What the plots must never run: analysis belongs to the caller (module, function).
+ANALYSIS = [
+    ("saddlemap.reduction", "reduce"),
+    ("saddlemap.critical_points", "certify"),
+    ("saddlemap.saddles", "certify"),
+    ("saddlemap.saddles", "classify"),
+    ("saddlemap.saddles", "splitting_rule"),
+    ("saddlemap.saddles", "saddle_branches"),
+    ("saddlemap.saddles", "branch_verdict"),
+    ("saddlemap.derivatives", "residual_function"),
+    ("saddlemap.spectral", "spectrum"),
+    ("saddlemap.escapes", "escape"),
+    ("saddlemap.zero_set.ZeroSet", "zeros_1d"),
+    ("saddlemap.zero_set.ZeroSet", "sample"),
+    ("saddlemap.zero_set.ZeroSet", "project"),
+    ("saddlemap.zero_set.ZeroSet", "contains"),
+    ("saddlemap.zero_set.ZeroSet", "nearest_to_origin"),
+]
+
+
+def test_plots_draw_given_results_without_recomputing(star, saddle_split, data, escaped,
+                                                      trained, problem, monkeypatch):
+    net2 = trained.net
+    reduction, reduction2 = sm.reduce(saddle_split), sm.reduce(net2)
+    spec = sm.spectrum(saddle_split, data)
+    zero_set, zero_set2 = _zero_set(saddle_split, data), _zero_set(net2, problem.data)
+    zeros = zero_set.zeros_1d()
+    cs = sm.CriticalSet(star, data)
+    verdicts = _verdicts(cs, 3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plot computed analysis instead of drawing the given result")
+
+    for where, name in ANALYSIS:
+        monkeypatch.setattr(f"{where}.{name}", refuse)
+        if "." not in where.removeprefix("saddlemap."):  # a function plots might import
+            monkeypatch.setattr(plots, name, refuse, raising=False)
+
+    assert _points(plots.plot_neuron_map(saddle_split, reduction)) == saddle_split.width
+    assert _points(plots.plot_neuron_map(net2, reduction2)) == net2.width
+    assert _points(plots.plot_spectrum(spec)) == spec.eigenvalues.size
+    assert plots.plot_escape(escaped).lines
+    ax = plots.plot_residual_function(saddle_split, zero_set, zeros=zeros)
+    assert f"{len(zeros)} zero(s)" in ax.get_title()
+    assert plots.plot_residual_function(net2, zero_set2).collections
+    assert _points(plots.plot_branch_hierarchy(cs, 3, verdicts, star_minimum=True)) == 6
+    assert plots.plot_training(trained.history).lines
 
 
 # ------------------------------------------------------------------------------- laziness

@@ -1,8 +1,14 @@
 """Pictures of the landscape: neurons, spectra, escapes, φ_f, branch hierarchies, training.
 
+The rule: plots take finished results.  Each function draws the objects handed to it (a
+:class:`~saddlemap.Reduction`, a :class:`~saddlemap.Spectrum`, a :class:`~saddlemap.ZeroSet`
+and its zeros, branch verdicts, an escape, a history) and never reduces, certifies,
+classifies or searches for zeros itself; the caller computes, the plot draws.  Evaluating
+φ_f on a plotting grid is drawing.
+
 Every function draws onto ``ax`` (a new figure when it is None), returns the Axes and never
 calls ``plt.show()``; nothing random is drawn, so the same objects give the same picture.
-matplotlib is imported inside each function, so ``import saddlemap`` does not need it; install
+matplotlib is imported inside the functions, so ``import saddlemap`` does not need it; install
 it with ``pip install 'saddlemap[plots]'``.
 
 >>> import matplotlib
@@ -17,40 +23,47 @@ it with ``pip install 'saddlemap[plots]'``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from .critical_set import Branch, CriticalSet
+from .errors import OptionError
+from .escapes import EscapeResult
+from .monitor import PlateauMonitor
+from .network import TwoLayerNet
+from .reduction import Reduction
+from .spectral import Spectrum
+from .training import History
+from .verdicts import BranchVerdict, EdgeKind, EscapeMethod
+from .zero_set import ZeroSet, ZeroSetPoint
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .critical_set import Branch, CriticalSet
-    from .data import Dataset
-    from .escape import EscapeResult
-    from .network import TwoLayerNet
-    from .reduction import Reduction
-    from .spectrum import Spectrum
-    from .training import History
-
 __all__ = [
+    "STAR_NODE",
     "VERDICT_COLORS",
     "plot_branch_hierarchy",
     "plot_escape",
     "plot_neuron_map",
+    "plot_plateaus",
     "plot_residual_function",
     "plot_spectrum",
     "plot_training",
 ]
 
-#: Node colours of :func:`plot_branch_hierarchy`, by saddle verdict.
-VERDICT_COLORS: dict[str, str] = {
-    "θ*": "tab:blue",
-    "saddle branch": "tab:red",
-    "mixed": "tab:orange",
-    "contains minima": "tab:green",
-    "undetermined": "tab:grey",
+#: The node of θ* itself in :func:`plot_branch_hierarchy` (it has no branch verdict).
+STAR_NODE = "θ*"
+
+#: Node colours of :func:`plot_branch_hierarchy`: θ* itself, and each branch verdict.
+VERDICT_COLORS: dict[BranchVerdict | str, str] = {
+    STAR_NODE: "tab:blue",
+    BranchVerdict.SADDLE_BRANCH: "tab:red",
+    BranchVerdict.MIXED: "tab:orange",
+    BranchVerdict.UNDETERMINED: "tab:grey",
 }
 
 _INSTALL = "plotting needs matplotlib: pip install 'saddlemap[plots]'"
@@ -97,8 +110,7 @@ def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, float]:
     return centred @ axes.T, kept
 
 
-def plot_neuron_map(net: TwoLayerNet, reduction: Reduction | None = None, *,
-                    ax: Axes | None = None) -> Axes:
+def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None = None) -> Axes:
     """Input weights of the neurons, coloured by cluster, null neurons as open circles.
 
     Coordinates: for D = 1 (d = 1, no hidden bias) x = w and y = a (first output); for D = 2
@@ -109,18 +121,20 @@ def plot_neuron_map(net: TwoLayerNet, reduction: Reduction | None = None, *,
 
     Args:
         net: the network.
-        reduction: its :func:`~saddlemap.reduce`; computed when None.
+        reduction: its reduction, ``saddlemap.reduce(net)``: the clusters and null groups
+            drawn (the plot does not reduce).
         ax: draw here; a new figure when None.
 
     Returns:
         The Axes drawn on; its first collection holds one point per neuron.
+
+    Raises:
+        OptionError: the reduction is of a network of another width.
     """
     plt = _pyplot()
-    from .reduction import reduce
-
-    red = reduce(net) if reduction is None else reduction
+    red = reduction
     if len(red.assignment) != net.width:
-        raise ValueError(
+        raise OptionError(
             f"the reduction is of a width-{len(red.assignment)} network, the network has "
             f"width {net.width}"
         )
@@ -253,12 +267,13 @@ def plot_escape(result: EscapeResult, *, ax: Axes | None = None) -> Axes:
     ax = _axes(ax)
     t = np.asarray(result.path_t, dtype=float)
     dr = np.asarray(result.path_loss, dtype=float) - result.loss_before
-    ax.set_xlabel("t along the " + ("curve" if result.method == "escape curve" else "direction"))
+    along = "curve" if result.method is EscapeMethod.ESCAPE_CURVE else "direction"
+    ax.set_xlabel(f"t along the {along}")
     ax.set_ylabel("R(t) − R(0)")
     if t.size == 0:
         note = result.notes[0] if result.notes else "no escape path"
         ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, wrap=True)
-        ax.set_title(f"escape: {result.method} ({result.start.kind.value})")
+        ax.set_title(f"escape: {result.method.value} ({result.start.kind.value})")
         return ax
     order = np.argsort(t, kind="stable")
     t, dr = t[order], dr[order]
@@ -272,7 +287,7 @@ def plot_escape(result: EscapeResult, *, ax: Axes | None = None) -> Axes:
     if nonzero.size:
         ax.set_xscale("symlog", linthresh=float(nonzero.min()))
     ax.text(0.02, 0.04, _shape_words(t, dr), transform=ax.transAxes, fontsize="small")
-    ax.set_title(f"escape by {result.method} from a {result.start.kind.value}\n"
+    ax.set_title(f"escape by {result.method.value} from a {result.start.kind.value}\n"
                  f"ΔR after the step = {result.loss_after_step - result.loss_before:.3g}")
     ax.legend(fontsize="small", loc="best")
     return ax
@@ -284,24 +299,54 @@ def _span(values: np.ndarray, span: tuple[float, float] | None) -> tuple[float, 
     if span is not None:
         lo, hi = float(span[0]), float(span[1])
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise ValueError(f"span must be an interval (lo, hi) with lo < hi, got {span!r}")
+            raise OptionError(f"span must be an interval (lo, hi) with lo < hi, got {span!r}")
         return lo, hi
     s = 1.25 * float(np.abs(values).max(initial=0.0)) + 1.0
     return -s, s
 
 
-def plot_residual_function(net: TwoLayerNet, data: Dataset, *, ax: Axes | None = None,
-                           span: tuple[float, float] | None = None) -> Axes:
-    """φ_f over the space of augmented input weights, its zero set and the neurons.
+def _zero_marks(zeros: Sequence[ZeroSetPoint], D: int, lo: float, hi: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The zeros inside the square [lo, hi]^D as a (n, D) array, and which are regular."""
+    for z in zeros:
+        if len(z.u) != D:
+            raise OptionError(
+                f"the zeros are points of a {len(z.u)}-dimensional u, φ is drawn for D = {D}"
+            )
+    inside = [z for z in zeros if all(lo <= c <= hi for c in z.u)]
+    points = np.array([z.u for z in inside], dtype=float).reshape(len(inside), D)
+    return points, np.array([z.regular for z in inside], dtype=bool)
 
-    D = 1 (d = 1, no hidden bias): the curve φ(u) (each output), the zeros found by
-    :func:`~saddlemap.zeros_1d` (filled where ∇φ = 0, open where regular) and the neurons'
-    positions on the u axis.  D = 2: a contour plot of the first output of φ with the zero
-    level set drawn in black and the neurons as points.
+
+def _draw_zeros(ax: Axes, points: np.ndarray, regular: np.ndarray) -> None:
+    """The zeros of φ: open where regular, filled where singular (on Z'_f)."""
+    if not len(points):
+        return
+    xy = points if points.shape[1] == 2 else np.column_stack([points[:, 0],
+                                                              np.zeros(len(points))])
+    faces = np.where(regular[:, None], [[1.0, 1.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]])
+    ax.scatter(xy[:, 0], xy[:, 1], s=60, facecolors=faces, edgecolors="k", zorder=5,
+               label="zeros of φ (filled: singular)")
+
+
+def plot_residual_function(net: TwoLayerNet, zero_set: ZeroSet, *,
+                           zeros: Sequence[ZeroSetPoint] | None = None,
+                           ax: Axes | None = None,
+                           span: tuple[float, float] | None = None) -> Axes:
+    """φ_f over the space of augmented input weights, the zeros handed in and the neurons.
+
+    D = 1 (d = 1, no hidden bias): the curve φ(u) (each output), the given zeros (filled
+    where ∇φ = 0, open where regular) and the neurons' positions on the u axis.  D = 2: a
+    contour plot of the first output of φ with the zero level set drawn in black, the given
+    zeros and the neurons as points.  φ is evaluated on the plotting grid; zeros are never
+    searched for here: pass them, e.g. ``zero_set.zeros_1d(interval)`` for D = 1 or
+    ``zero_set.sample()`` for D = 2.
 
     Args:
-        net: the network whose output function defines φ.
-        data: the data.
+        net: the network whose neurons are drawn (its output function defines φ).
+        zero_set: the :class:`~saddlemap.ZeroSet` of that network's residual function on
+            the data; ``zero_set.residual`` is the φ drawn.
+        zeros: points of Z_f to mark; those outside ``span`` are not drawn.  None: none.
         ax: draw here; a new figure when None.
         span: the u range (both axes for D = 2); by default a symmetric one covering the
             neurons and their sign twins.
@@ -310,52 +355,51 @@ def plot_residual_function(net: TwoLayerNet, data: Dataset, *, ax: Axes | None =
         The Axes drawn on.
 
     Raises:
-        ValueError: D ≥ 3, or an empty ``span``.
+        OptionError: D ≥ 3, a zero set of another input dimension than the network, zeros
+            of another dimension, or an empty ``span``.
     """
     D = int(net.W_aug.shape[1])
     if D not in (1, 2):
-        raise ValueError(
+        raise OptionError(
             f"plot_residual_function draws φ for D = 1 or 2 (augmented input dimension), "
             f"got D = {D}"
         )
+    rf = zero_set.residual
+    X = rf.X
+    if int(X.shape[1]) != D:
+        raise OptionError(
+            f"the zero set is of φ on D = {int(X.shape[1])} augmented inputs, the network "
+            f"has D = {D}"
+        )
     _pyplot()
-    from .derivatives import residual_function
-
-    rf = residual_function(net, data)
     W = _numpy(net.W_aug)
+    lo, hi = _span(W, span)
+    marks, regular = _zero_marks(zeros or (), D, lo, hi)
     ax = _axes(ax)
     if D == 1:
-        from .zero_set import zeros_1d
-
-        lo, hi = _span(W, span)
         grid = np.linspace(lo, hi, 801)
         with torch.no_grad():
-            phi = _numpy(rf.phi(torch.as_tensor(grid[:, None])))
+            phi = _numpy(rf.phi(torch.as_tensor(grid[:, None], dtype=X.dtype, device=X.device)))
         for c in range(phi.shape[1]):
             ax.plot(grid, phi[:, c], color=f"C{c}", lw=1.5,
                     label="φ(u)" if phi.shape[1] == 1 else f"φ(u), output {c}")
         ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
-        zeros = zeros_1d(rf, interval=(lo, hi))
-        zs = np.array([z.u[0] for z in zeros])
-        regular = np.array([z.regular for z in zeros], dtype=bool)
-        if zs.size:
-            ax.scatter(zs, np.zeros_like(zs), s=60, facecolors=np.where(
-                regular[:, None], [[1.0, 1.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]]),
-                edgecolors="k", zorder=4, label="zeros of φ (filled: singular)")
+        _draw_zeros(ax, marks, regular)
         ax.scatter(W[:, 0], np.zeros(net.width), marker="|", s=400, color="tab:red",
                    linewidths=2, zorder=3, label="neurons")
         ax.set_xlim(lo, hi)
         ax.set_xlabel("u")
         ax.set_ylabel("φ(u)")
-        ax.set_title(f"residual function φ_f: {len(zeros)} zero(s) on [{lo:.3g}, {hi:.3g}]")
+        shown = "" if zeros is None else f": {len(marks)} zero(s)"
+        ax.set_title(f"residual function φ_f{shown} on [{lo:.3g}, {hi:.3g}]")
         ax.legend(fontsize="small", loc="best")
         return ax
-    lo, hi = _span(W, span)
     num = 161
     axis = np.linspace(lo, hi, num)
     uu, vv = np.meshgrid(axis, axis)
-    points = torch.as_tensor(np.column_stack([uu.ravel(), vv.ravel()]))
-    chunk = max(1, 2_000_000 // max(1, data.X.shape[0]))
+    points = torch.as_tensor(np.column_stack([uu.ravel(), vv.ravel()]), dtype=X.dtype,
+                             device=X.device)
+    chunk = max(1, 2_000_000 // max(1, int(X.shape[0])))
     with torch.no_grad():
         phi = np.concatenate([
             _numpy(rf.phi(points[i : i + chunk])[:, 0]) for i in range(0, len(points), chunk)
@@ -367,13 +411,15 @@ def plot_residual_function(net: TwoLayerNet, data: Dataset, *, ax: Axes | None =
                                                       if net.output_dim > 1 else ""))
     if phi.min() < 0.0 < phi.max():
         ax.contour(uu, vv, phi, levels=[0.0], colors="k", linewidths=2.0)
+    _draw_zeros(ax, marks, regular)
     ax.scatter(W[:, 0], W[:, 1], s=50, color="gold", edgecolors="k", zorder=4,
                label="neurons")
     hidden_bias = net.b is not None
     ax.set_xlabel("w" if hidden_bias else "w₁")
     ax.set_ylabel("b" if hidden_bias else "w₂")
     ax.set_aspect("equal")
-    ax.set_title("residual function φ_f: zero set Z_f in black, neurons in gold")
+    shown = "" if zeros is None else f", {len(marks)} zero(s) marked"
+    ax.set_title(f"residual function φ_f: zero set Z_f in black, neurons in gold{shown}")
     return ax
 
 
@@ -384,83 +430,104 @@ def _branch_label(b: Branch) -> str:
     return label + (f"+{b.nulls}∅" if b.nulls else "")
 
 
-def plot_branch_hierarchy(cs: CriticalSet, m: int, *, ax: Axes | None = None) -> Axes:
+def _is_star(b: Branch) -> bool:
+    """Whether ``b`` is θ* itself: r singleton clusters and no null neuron."""
+    return b.nulls == 0 and all(s == 1 for s in b.sizes)
+
+
+def plot_branch_hierarchy(cs: CriticalSet, m: int, verdicts: Mapping[Branch, BranchVerdict],
+                          *, star_minimum: bool | None = None,
+                          ax: Axes | None = None) -> Axes:
     """The branch types of Q_w(f) for widths w = r..m, their embeddings and saddle verdicts.
 
     One column per width, one node per branch type (cluster sizes, null neurons), ordered
     by dimension; solid edges are splits, dotted edges add a null neuron, dashed arcs join
-    branches of one width that meet (THEORY §6).  Node colours give the saddle verdict of
-    THEORY §7 by the Fukumizu–Amari rule alone (no witness is sampled): see
-    :data:`VERDICT_COLORS`.
+    branches of one width that meet (THEORY §6).  Node colours are the verdicts handed in
+    (:data:`VERDICT_COLORS`); θ* itself has none and is drawn in its own colour.  The plot
+    decides no verdict: compute them with :func:`~saddlemap.saddle_branches` (verdicts with a
+    checked witness) or :func:`saddlemap.saddles.branch_verdict` (the Fukumizu–Amari rule
+    alone), e.g. ``{s.branch: s.verdict for w in range(cs.r + 1, m + 1) for s in
+    saddle_branches(cs, w)}``.
 
     Args:
         cs: the critical set.
         m: the largest width, ≥ r.
+        verdicts: the verdict of every branch of widths r..m other than θ* itself, keyed
+            by the :class:`~saddlemap.Branch` (as ``cs.branches(w)`` and
+            ``SaddleBranch.branch`` give it); other keys are ignored.
+        star_minimum: whether θ* is a strict local minimum (its certificate), which the
+            ``MIXED`` verdicts' minima depend on; False adds a note to the title.
         ax: draw here; a new figure when None.
 
     Returns:
         The Axes drawn on; ``ax.lines`` holds one line per edge.
 
     Raises:
-        ValueError: m < r.
+        OptionError: m < r, or a branch without a verdict.
     """
-    if m < cs.r:
-        raise ValueError(f"m = {m} is below the minimal width r = {cs.r}")
+    r = cs.r
+    if m < r:
+        raise OptionError(f"m = {m} is below the minimal width r = {r}")
+    columns = {w: cs.branches(w) for w in range(r, m + 1)}
+    missing = [b for bs in columns.values() for b in bs if not _is_star(b) and b not in verdicts]
+    if missing:
+        raise OptionError(
+            "no verdict for the branch(es) "
+            + ", ".join(f"{_branch_label(b)} (width {b.width})" for b in missing)
+        )
     _pyplot()
     from matplotlib.lines import Line2D
 
-    from .critical_points import Verdict, certify
-    from .saddles import _branch_verdict, splitting_rule
-
-    rules = splitting_rule(cs.star, cs.data)
-    star_min = certify(cs.star, cs.data).verdict is Verdict.STRICT_MINIMUM
-    r = cs.r
     ax = _axes(ax, figsize=(2.2 * (m - r + 1) + 2.0, 4.5))
     pos: dict[tuple[tuple[int, ...], int, int], tuple[float, float]] = {}
-    nodes: dict[str, list[tuple[float, float]]] = {key: [] for key in VERDICT_COLORS}
-    for w in range(r, m + 1):
-        branches = cs.branches(w)
+    nodes: dict[BranchVerdict | str, list[tuple[float, float]]] = {
+        key: [] for key in VERDICT_COLORS
+    }
+    for w, branches in columns.items():
         for i, b in enumerate(branches):
             y = (len(branches) - 1) / 2.0 - i
             pos[(b.sizes, b.nulls, w)] = (float(w), y)
-            if b.nulls == 0 and all(s == 1 for s in b.sizes):
-                verdict = "θ*"
-            else:
-                verdict = _branch_verdict(b, rules, star_min)[0]
-            nodes.setdefault(verdict, []).append((float(w), y))
+            nodes[STAR_NODE if _is_star(b) else verdicts[b]].append((float(w), y))
             ax.text(w + 0.08, y, f"{_branch_label(b)}\ndim {b.dimension}", fontsize="x-small",
                     va="center", ha="left", zorder=5)
-    styles = {"split": "-", "null": ":", "meet": "--"}
+    styles = {EdgeKind.SPLIT: "-", EdgeKind.NULL: ":", EdgeKind.MEET: "--"}
     for w in range(r + 1, m + 1):
-        for low, up, kind in cs.hierarchy(w):
-            lw_ = w if kind.startswith("meet") else w - 1
+        for edge in cs.hierarchy(w):
+            low, up, kind = edge.lower, edge.upper, edge.kind
+            lw_ = w if kind is EdgeKind.MEET else w - 1
             x0, y0 = pos[(low.sizes, low.nulls, lw_)]
             x1, y1 = pos[(up.sizes, up.nulls, w)]
-            if kind.startswith("meet"):  # an arc to the left of column w
+            if kind is EdgeKind.MEET:  # an arc to the left of column w
                 s = np.linspace(0.0, 1.0, 25)
                 xs = x0 - 0.25 * np.sin(np.pi * s)
                 ys = y0 + (y1 - y0) * s
             else:
                 xs, ys = np.array([x0, x1]), np.array([y0, y1])
-            ax.plot(xs, ys, ls=styles[kind.split()[0]], color="0.55", lw=1.0, zorder=1)
+            ax.plot(xs, ys, ls=styles[kind], color="0.55", lw=1.0, zorder=1)
     for verdict, pts in nodes.items():
         if pts:
             xy = np.array(pts)
-            ax.scatter(xy[:, 0], xy[:, 1], s=90, color=VERDICT_COLORS.get(verdict, "k"),
-                       edgecolors="k", zorder=4, label=verdict)
+            ax.scatter(xy[:, 0], xy[:, 1], s=90, color=VERDICT_COLORS[verdict],
+                       edgecolors="k", zorder=4, label=_verdict_label(verdict))
     ax.set_xticks(range(r, m + 1))
     ax.set_xlim(r - 0.5, m + 0.9)
     ax.set_yticks([])
     ax.set_xlabel("width w")
     ax.set_title(f"branches of Q_w(f), r = {r} ≤ w ≤ {m}"
-                 + ("" if star_min else " (θ* not a strict minimum)"))
+                 + (" (θ* not a strict minimum)" if star_minimum is False else ""))
     handles = [
-        Line2D([], [], ls="", marker="o", color=VERDICT_COLORS.get(v, "k"), mec="k", label=v)
+        Line2D([], [], ls="", marker="o", color=VERDICT_COLORS[v], mec="k",
+               label=_verdict_label(v))
         for v, pts in nodes.items() if pts
     ]
-    handles += [Line2D([], [], ls=ls, color="0.55", label=k) for k, ls in styles.items()]
+    handles += [Line2D([], [], ls=ls, color="0.55", label=k.value) for k, ls in styles.items()]
     ax.legend(handles=handles, fontsize="x-small", loc="upper left")
     return ax
+
+
+def _verdict_label(verdict: BranchVerdict | str) -> str:
+    """The legend text of a node colour: the verdict's phrase, or θ*."""
+    return verdict.value if isinstance(verdict, BranchVerdict) else verdict
 
 
 # ------------------------------------------------------------------------------- training
@@ -497,4 +564,31 @@ def plot_training(history: History, *, ax: Axes | None = None,
                 ha="center", va="top", fontsize="small")
     ax.legend(handles=[loss_line, grad_line], fontsize="small", loc="upper right")
     ax.set_title(f"training: {len(history)} recorded steps")
+    return ax
+
+
+def plot_plateaus(monitor: PlateauMonitor, *, ax: Axes | None = None) -> Axes:
+    """A :class:`~saddlemap.PlateauMonitor`'s loss and ‖∇R‖ with its plateaus shaded.
+
+    Each plateau is labelled by its verdict; the effective width is drawn as a labelled step
+    line on a third axis, offset to the right.
+
+    Args:
+        monitor: the monitor after training (its ``history`` and ``plateaus``).
+        ax: draw here; a new figure when None.
+
+    Returns:
+        The Axes of the loss.
+    """
+    h = monitor.history
+    ax = plot_training(
+        History(h["step"], h["loss"], h["grad_norm"]), ax=ax,
+        plateaus=[(p.start, p.end, p.verdict.value) for p in monitor.plateaus],
+    )
+    third: Any = ax.twinx()
+    third.spines["right"].set_position(("axes", 1.15))
+    third.step(h["step"], h["width"], where="post", color="tab:green", label="width")
+    third.set_ylabel("effective width", color="tab:green")
+    top = int(h["width"].max()) if h["width"].size else 1
+    third.set_ylim(-0.2, top + 0.5)
     return ax
