@@ -51,7 +51,10 @@ def _critical(act: str, d: int, K: int, bias: str, seed: int) -> tuple[sm.TwoLay
 
 CASES = [
     ("tanh", 2, 1, "none", 0), ("erf", 2, 1, "none", 0), ("exp", 2, 1, "none", 0),
-    ("sigmoid", 2, 1, "both", 0), ("softplus", 2, 1, "none", 0), ("tanh", 2, 2, "hidden", 0),
+    # sigmoid with both biases at d = 2 trains into a saturated neuron whose constant trades
+    # off against the output bias (a flat valley to a critical point at infinity, not a
+    # critical point) on some BLAS builds; d = 3, seed 1 reaches ‖∇R‖ ≈ 1e-17 with λ_min > 0.
+    ("sigmoid", 3, 1, "both", 1), ("softplus", 2, 1, "none", 0), ("tanh", 2, 2, "hidden", 0),
     ("erf", 2, 2, "none", 1),
 ]
 
@@ -92,10 +95,11 @@ def test_worked_example_branches_and_hierarchy() -> None:
     ]
     assert cs.zero_set_dimension == 0 and cs.dimension_bounds(3) == (2, 2)
     edges = cs.hierarchy(3)
-    kinds = sorted(kind for _, _, kind in edges)
+    kinds = sorted(edge.label for edge in edges)
     # from each of the 2 width-2 branches: split and null; and 2 meetings at width 3
     assert kinds == ["meet 0", "meet 0", "null", "null", "split 0", "split 0"]
-    assert all(up.width == 3 for _, up, _ in edges)
+    assert all(edge.upper.width == 3 for edge in edges)
+    assert {edge.kind for edge in edges} == set(sm.EdgeKind)
     [u] = cs.null_positions()
     assert float(u) == pytest.approx(0.0, abs=1e-12)  # the simple zero of φ
 

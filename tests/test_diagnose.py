@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import saddlemap as sm
-from saddlemap.diagnose import SCHEMA_VERSION, flops_per_sample
+from saddlemap.diagnosis import SCHEMA_VERSION, flops_per_sample
 
 WORKED = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
 A, W = 0.610515537972, 1.433931221329
@@ -16,8 +16,8 @@ A, W = 0.610515537972, 1.433931221329
 
 def test_constructed_split_saddle_is_a_strict_saddle_with_a_checked_witness() -> None:
     net = sm.TwoLayerNet([2 * A, -A], [[W], [W]])
-    rep = sm.diagnose(net, None, data=WORKED, escape_steps=200)
-    assert rep.verdict == "strict saddle" and rep.minimal_width == 1
+    rep = sm.diagnose(net, WORKED, escape_steps=200)
+    assert rep.verdict is sm.Kind.STRICT_SADDLE and rep.minimal_width == 1
     v = rep.classification.direction
     assert v is not None
     H = sm.hessian(rep.point.net, WORKED)
@@ -29,8 +29,8 @@ def test_constructed_split_saddle_is_a_strict_saddle_with_a_checked_witness() ->
 
 def test_constructed_non_strict_saddle_reports_a_descending_curve() -> None:
     net = sm.TwoLayerNet([A, 0.0], [[W], [W]])
-    rep = sm.diagnose(net, None, data=WORKED, escape_steps=0)
-    assert rep.verdict == "non-strict saddle"
+    rep = sm.diagnose(net, WORKED, escape_steps=0)
+    assert rep.verdict is sm.Kind.NON_STRICT_SADDLE
     curve = rep.classification.curve
     assert curve is not None
     for t in (0.05, 0.1, -0.1):
@@ -42,13 +42,13 @@ def test_stalled_training_run_has_a_smaller_minimal_width() -> None:
     assert rep.minimal_width < rep.net.width
     assert rep.point.converged
     assert rep.compression.params_after < rep.compression.params_before
-    assert "stalled" in rep.notes[0]
+    assert "stalled" in str(rep.notes[0])
 
 
 def test_report_json_markdown_html(tmp_path: object) -> None:
-    rep = sm.diagnose(sm.TwoLayerNet([2 * A, -A], [[W], [W]]), None, data=WORKED,
+    rep = sm.diagnose(sm.TwoLayerNet([2 * A, -A], [[W], [W]]), WORKED,
                       escape_steps=100)
-    paths = rep.save(str(tmp_path))
+    paths = sm.save_report(rep, str(tmp_path))
     record = json.loads(open(paths["json"]).read())
     assert record["schema_version"] == SCHEMA_VERSION
     assert record["classification"]["kind"] == "strict saddle"
@@ -73,8 +73,8 @@ def test_compress_keeps_outputs_and_counts_savings() -> None:
 
 
 def test_not_critical_point_is_still_training() -> None:
-    rep = sm.diagnose(sm.TwoLayerNet([0.3], [[1.0]]), None, data=WORKED, refine=False)
-    assert rep.verdict == "not critical"
+    rep = sm.diagnose(sm.TwoLayerNet([0.3], [[1.0]]), WORKED, refine=False)
+    assert rep.verdict is sm.Kind.NOT_CRITICAL
     assert "keep training" in rep.summary()
 
 

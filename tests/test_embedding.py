@@ -13,7 +13,7 @@ import torch
 from conftest import assert_close_scaled
 
 import saddlemap as sm
-from saddlemap.critical_points import CriticalPoint, Verdict, certify, find_critical_point
+from saddlemap.critical_points import CriticalPoint, certify, find_critical_point
 from saddlemap.embedding import (
     Embedding,
     add_null_neuron,
@@ -23,7 +23,8 @@ from saddlemap.embedding import (
     split,
     three_fold_split,
 )
-from saddlemap.spectrum import Inertia, inertia
+from saddlemap.spectral import Inertia, inertia
+from saddlemap.verdicts import Verdict
 
 X_WORKED = [-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]
 Y_WORKED = [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0]
@@ -335,7 +336,7 @@ def test_null_neuron_on_zero_set_in_one_dimension_with_sigma_0_nonzero() -> None
     # norm); the refined width-1 point here is a null neuron itself, on Z_f
     cp = find_critical_point(sm.TwoLayerNet([1.0], [[1.0]], activation="sigmoid"), WORKED)
     assert cp.converged
-    zeros = sm.zeros_1d(sm.residual_function(cp.net, WORKED))
+    zeros = sm.ZeroSet(sm.residual_function(cp.net, WORKED)).zeros_1d()
     best = min((z for z in zeros if z.regular), key=lambda z: abs(z.u[0]))
     emb = add_null_neuron(cp.net, data=WORKED)
     assert float(emb.net.W[1, 0]) == best.u[0] and not emb.sample_independent

@@ -39,7 +39,8 @@ def test_constructed_plateaus_exact() -> None:
     edges = [(200, 500), (700, 1100)]
     mon = _feed(_staircase(edges, 1400), window=50, rtol=1e-3, min_length=20)
     assert [(p.start, p.end) for p in mon.plateaus] == [(200, 501), (700, 1101)]
-    assert all(isinstance(p, Plateau) and p.verdict == "not refined" for p in mon.plateaus)
+    assert all(isinstance(p, Plateau) and p.verdict is sm.PlateauVerdict.NOT_REFINED
+               for p in mon.plateaus)
     assert len(mon.events) == 4  # a start and an end line each
     h = mon.history
     assert set(h) == {"step", "loss", "grad_norm", "width"} and h["loss"].size == 1400
@@ -119,11 +120,11 @@ def test_saad_solla_plateau() -> None:
     durations = []
     for scale in (1e-1, 1e-2, 1e-3):
         mon = _saad_solla(scale)
-        symmetric = [p for p in mon.plateaus if p.verdict == "saddle of a narrower network"]
+        symmetric = [p for p in mon.plateaus if p.verdict is sm.PlateauVerdict.NARROWER_SADDLE]
         durations.append(max((p.duration for p in symmetric), default=0))
         if scale < 1e-1:
             (p,) = symmetric
-            assert p.width == 1 and p.kind in ("strict saddle", "non-strict saddle")
+            assert p.width == 1 and p.kind is not None and p.kind.is_saddle
             cp = p.critical_point
             assert cp is not None and cp.converged
             W = cp.net.W
@@ -136,7 +137,7 @@ def test_plot_headless(tmp_path: object) -> None:
     import matplotlib.pyplot as plt
 
     mon = _feed(_staircase([(200, 500)], 800), window=50, min_length=20)
-    ax = mon.plot()
+    ax = sm.plot_plateaus(mon)
     path = tmp_path / "monitor.png"  # type: ignore[operator]
     ax.figure.savefig(path)
     plt.close(ax.figure)

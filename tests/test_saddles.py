@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import saddlemap as sm
-from saddlemap.saddles import Kind, classify, splitting_rule
+from saddlemap.saddles import classify, splitting_rule
+from saddlemap.verdicts import BranchVerdict, EscapeMethod, Kind, SplitRegion
 
 WORKED = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
 A, W = 0.610515537972, 1.433931221329
@@ -66,8 +67,9 @@ def test_worked_example_splitting_rule() -> None:
     assert float(rule.K[0, 0]) == pytest.approx(0.0080687568, rel=1e-8)
     assert rule.inertia == (1, 0, 0)
     labels = {(lo, hi): label for lo, hi, label in rule.intervals}
-    assert labels[(-np.inf, 0.0)] == "strict saddle" and labels[(1.0, np.inf)] == "strict saddle"
-    assert labels[(0.0, 1.0)].startswith("local minimum")
+    assert labels[(-np.inf, 0.0)] is labels[(1.0, np.inf)] is SplitRegion.STRICT_SADDLE
+    assert labels[(0.0, 1.0)] is SplitRegion.LOCAL_MINIMUM
+    assert labels[(0.0, 0.0)] is labels[(1.0, 1.0)] is SplitRegion.NON_STRICT_SADDLE
 
 
 @functools.cache
@@ -105,8 +107,8 @@ def test_saddle_branches_have_checked_witnesses(act: str, K: int, seed: int) -> 
     star, data = _strict_minimum(act, K, seed)
     cs = sm.CriticalSet(star, data)
     for m in (3, 4):
-        found = cs.saddle_branches(m)
-        assert any(sb.verdict == "saddle branch" for sb in found)  # the paper's theorem
+        found = sm.saddle_branches(cs, m)
+        assert any(sb.verdict is BranchVerdict.SADDLE_BRANCH for sb in found)  # the paper's theorem
         for sb in found:
             if sb.witness is None:
                 continue
@@ -119,7 +121,8 @@ def test_saddle_branches_have_checked_witnesses(act: str, K: int, seed: int) -> 
             else:
                 assert w.curve is not None
                 assert sm.loss(w.curve.point(0.05), data) < sm.loss(point, data)
-        assert all(sb.witness is not None for sb in found if sb.verdict == "saddle branch")
+        assert all(sb.witness is not None
+                   for sb in found if sb.verdict is BranchVerdict.SADDLE_BRANCH)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +132,7 @@ def test_saddle_branches_have_checked_witnesses(act: str, K: int, seed: int) -> 
 )
 def test_escape_ends_lower(net: sm.TwoLayerNet) -> None:
     out = sm.escape(net, WORKED, steps=300)
-    assert out.method in ("negative-curvature direction", "escape curve")
+    assert out.method in (EscapeMethod.NEGATIVE_CURVATURE, EscapeMethod.ESCAPE_CURVE)
     assert out.loss_after_step < out.loss_before
     assert out.end is not None and out.escaped
     assert out.end.loss < out.loss_before - 1e-4
@@ -139,9 +142,9 @@ def test_escape_ends_lower(net: sm.TwoLayerNet) -> None:
 
 def test_escape_from_a_minimum_needs_widening() -> None:
     stuck = sm.escape(_split(0.5), WORKED)
-    assert stuck.method == "none" and not stuck.escaped
+    assert stuck.method is EscapeMethod.NONE and not stuck.escaped
     wide = sm.escape(_split(0.5), WORKED, widen=True, steps=300)
-    assert wide.method == "three-fold split" and wide.escaped
+    assert wide.method is EscapeMethod.THREE_FOLD_SPLIT and wide.escaped
     assert wide.end is not None and wide.end.loss < wide.loss_before
 
 

@@ -189,7 +189,7 @@ def test_ray_engine_agrees(tmp_path: Path) -> None:
 def test_failed_runs_are_stored_and_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from saddlemap.study import runner
+    from saddlemap.study import execution
 
     cfg = StudyConfig.from_dict({"steps": 5, "grid": {
         "activation": ["tanh"], "teacher_width": [1], "width": [1], "d": [2], "n": [10]}})
@@ -197,7 +197,7 @@ def test_failed_runs_are_stored_and_retried(
     def boom(spec: RunSpec) -> dict[str, Any]:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(runner, "run_one", boom)
+    monkeypatch.setattr(execution, "run_one", boom)
     rep = run_study(cfg, tmp_path / "f.db", engine="serial")
     assert (rep.run_now, rep.failed) == (1, 1)
     runs, plats = _rows(tmp_path / "f.db")

@@ -11,7 +11,7 @@ import torch
 
 from ._workspace import scratch
 from .data import Dataset
-from .errors import DataError
+from .errors import DataError, OptionError
 from .network import TwoLayerNet
 
 
@@ -166,7 +166,7 @@ def batches(
         yield forward(net, data, in_scratch=in_scratch, order=order)
         return
     if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        raise OptionError(f"batch_size must be ≥ 1, got {batch_size}")
     for start in range(0, data.n, batch_size):
         block = data.subset(slice(start, start + batch_size))
         yield forward(net, block, data.n, in_scratch=in_scratch, order=order)

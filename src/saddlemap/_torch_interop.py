@@ -1,15 +1,29 @@
-"""Conversion between TwoLayerNet and torch modules (Linear → activation → Linear)."""
+"""Conversion between two-layer parameters and torch modules (Linear → activation → Linear).
+
+This module sits below :mod:`saddlemap.network`: it reads and writes plain parameter
+tensors (:class:`Parts`), and ``TwoLayerNet`` wraps them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .activations import Activation, get_activation, leaky_relu
 from .errors import ActivationError, ModelError
-from .network import TwoLayerNet
+
+
+class Parts(NamedTuple):
+    """The parameters of a two-layer network: a (m, K), W (m, d), b (m,), c (K,), σ."""
+
+    a: torch.Tensor
+    W: torch.Tensor
+    b: torch.Tensor | None
+    c: torch.Tensor | None
+    activation: Activation
 
 
 class ActivationModule(nn.Module):
@@ -58,41 +72,39 @@ def activation_of_module(module: nn.Module) -> Activation:
     return get_activation(name)
 
 
-def to_sequential(net: TwoLayerNet) -> nn.Sequential:
-    """``nn.Sequential(Linear, activation, Linear)`` holding a copy of ``net``'s parameters."""
-    first = nn.Linear(net.input_dim, net.width, bias=net.b is not None)
-    second = nn.Linear(net.width, net.output_dim, bias=net.c is not None)
-    model = nn.Sequential(first, activation_module(net.activation), second)
-    model.to(dtype=net.dtype, device=net.device)
+def to_sequential(parts: Parts) -> nn.Sequential:
+    """``nn.Sequential(Linear, activation, Linear)`` holding a copy of the parameters."""
+    (m, K), d = parts.a.shape, parts.W.shape[1]
+    first = nn.Linear(d, m, bias=parts.b is not None)
+    second = nn.Linear(m, K, bias=parts.c is not None)
+    model = nn.Sequential(first, activation_module(parts.activation), second)
+    model.to(dtype=parts.W.dtype, device=parts.W.device)
     with torch.no_grad():
-        first.weight.copy_(net.W)
-        second.weight.copy_(net.a.T)
-        if net.b is not None:
-            first.bias.copy_(net.b)
-        if net.c is not None:
-            second.bias.copy_(net.c)
+        first.weight.copy_(parts.W)
+        second.weight.copy_(parts.a.T)
+        if parts.b is not None:
+            first.bias.copy_(parts.b)
+        if parts.c is not None:
+            second.bias.copy_(parts.c)
     return model
 
 
-def _net_from_linears(
-    first: nn.Linear, second: nn.Linear, activation: Activation, dtype: torch.dtype | None
-) -> TwoLayerNet:
+def _parts_from_linears(first: nn.Linear, second: nn.Linear, activation: Activation) -> Parts:
     if second.in_features != first.out_features:
         raise ModelError(
             f"the layers do not chain: Linear({first.in_features}, {first.out_features}) then "
             f"Linear({second.in_features}, {second.out_features})"
         )
-    return TwoLayerNet(
+    return Parts(
         second.weight.detach().T.clone(),
         first.weight.detach().clone(),
-        b=None if first.bias is None else first.bias.detach().clone(),
-        c=None if second.bias is None else second.bias.detach().clone(),
-        activation=activation,
-        dtype=dtype,
+        None if first.bias is None else first.bias.detach().clone(),
+        None if second.bias is None else second.bias.detach().clone(),
+        activation,
     )
 
 
-def from_module(module: nn.Module, dtype: torch.dtype | None) -> TwoLayerNet:
+def from_module(module: nn.Module) -> Parts:
     """Read a module whose children are exactly Linear, an activation, Linear.
 
     The result is checked against the module's own forward on probe inputs, so a module that
@@ -108,23 +120,24 @@ def from_module(module: nn.Module, dtype: torch.dtype | None) -> TwoLayerNet:
         raise ModelError(
             f"not a two-layer network: expected Linear, activation, Linear; found {kinds}"
         )
-    net = _net_from_linears(children[0], children[2], activation_of_module(children[1]), dtype)
-    _check_same_function(module, net)
-    return net
+    return _parts_from_linears(children[0], children[2], activation_of_module(children[1]))
 
 
-def _check_same_function(module: nn.Module, net: TwoLayerNet) -> None:
+def check_same_function(
+    module: nn.Module, ours_fn: Callable[[torch.Tensor], torch.Tensor], input_dim: int
+) -> None:
+    """Refuse a module whose forward differs from ``ours_fn`` on random probe inputs."""
     param = next(module.parameters())
     generator = torch.Generator().manual_seed(0)
-    probe = torch.randn(7, net.input_dim, generator=generator, dtype=param.dtype)
+    probe = torch.randn(7, input_dim, generator=generator, dtype=param.dtype)
     with torch.no_grad():
         try:
             expected = module(probe.to(param.device))
         except Exception as exc:
             raise ModelError(
-                f"the module cannot be run on inputs of size {net.input_dim}: {exc}"
+                f"the module cannot be run on inputs of size {input_dim}: {exc}"
             ) from exc
-        ours = net(probe.to(net.dtype).to(net.device))
+        ours = ours_fn(probe)
     if expected.shape != ours.shape:
         raise ModelError(
             f"the module's output has shape {tuple(expected.shape)}, expected {tuple(ours.shape)}"
@@ -137,11 +150,7 @@ def _check_same_function(module: nn.Module, net: TwoLayerNet) -> None:
         )
 
 
-def from_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
-    activation: str | Activation,
-    dtype: torch.dtype | None,
-) -> TwoLayerNet:
+def from_state_dict(state_dict: Mapping[str, torch.Tensor], activation: str | Activation) -> Parts:
     """Read a state_dict with exactly two 2-d weights (first and second layer, in key order)."""
     weights = [k for k, v in state_dict.items() if k.endswith("weight") and v.ndim == 2]
     if len(weights) != 2:
@@ -159,4 +168,4 @@ def from_state_dict(
             if bias is not None:
                 layer.bias.copy_(bias)
         layers.append(layer)
-    return _net_from_linears(layers[0], layers[1], get_activation(activation), dtype)
+    return _parts_from_linears(layers[0], layers[1], get_activation(activation))

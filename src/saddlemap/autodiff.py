@@ -22,6 +22,7 @@ from torch.func import grad, hessian, jacfwd, jvp
 
 from ._forward import checked_data
 from .data import Dataset
+from .errors import OptionError
 from .network import TwoLayerNet
 
 __all__ = [
@@ -94,7 +95,7 @@ def hvp_autodiff(
         (g,) = torch.autograd.grad(risk(theta), theta, create_graph=True)
         (hv,) = torch.autograd.grad(g @ v, theta)
         return hv
-    raise ValueError(f"unknown method {method!r}")
+    raise OptionError(f"unknown method {method!r}")
 
 
 def hessian_autodiff(net: TwoLayerNet, data: Dataset) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 Every subcommand reads files, calls the library, writes JSON (and a report folder where it
 makes one) and prints a short summary.  Mistakes in the input end with one line on stderr and
-exit code 2; torch and matplotlib are imported only by the subcommands that need them, so
-``saddlemap --version`` starts at once.
+exit code 2.  Each subcommand imports the library modules it needs inside its own function
+(the one exception to top-level imports in the package): torch and matplotlib load only
+when a command needs them, so ``saddlemap --version`` starts at once.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("--no-refine", action="store_true", help="classify the point as given")
     diag.add_argument("--escape-steps", type=int, default=1000,
                       help="training steps after an escape (0: do not escape)")
+    _tolerance_options(diag)
 
     comp = sub.add_parser("compress", help="the minimal-width model with the same outputs")
     comp.add_argument("model")
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("--width", type=int, required=True, help="m, the width to map")
     br.add_argument("--json", help="write the branches as JSON here ('-' for stdout)")
     _data_options(br)
+    _tolerance_options(br)
     study = sub.add_parser("study", help="teacher–student studies: how often training stalls "
                            "at saddles of narrower networks")
     study_sub = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
@@ -94,6 +97,30 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", help="mse, cross_entropy or bce (default: the model's)")
 
 
+#: The user-facing tolerances: (option, Tolerances field, help).
+TOLERANCE_OPTIONS = (
+    ("--grad-tol", "grad", "‖∇R‖ at or below this is critical (default 1e-10, raised to the "
+     "rounding floor of ∇R)"),
+    ("--zero-tol", "zero_eig", "an eigenvalue is zero below this × max|λ| (default √ε)"),
+    ("--merge-tol", "merge", "neurons coincide within this × the weight scale (default √ε)"),
+    ("--zero-set-tol", "zero_set", "u is on Z_f when ‖φ(u)‖ is below this × its terms' size "
+     "(default 1e-9)"),
+)
+
+
+def _tolerance_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("tolerances (written into every report)")
+    for option, field, text in TOLERANCE_OPTIONS:
+        group.add_argument(option, dest=f"tol_{field}", type=float, metavar="X", help=text)
+
+
+def _tolerances(args: argparse.Namespace) -> Any:
+    from .tolerances import Tolerances
+
+    given = {f: getattr(args, f"tol_{f}") for _, f, _ in TOLERANCE_OPTIONS}
+    return Tolerances(**{f: v for f, v in given.items() if v is not None})
+
+
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from .io import load_data, load_model
 
@@ -115,11 +142,12 @@ def _write_json(payload: dict[str, Any], where: str | None) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from .diagnose import diagnose
+    from .diagnosis import diagnose
 
+    tolerances = _tolerances(args)  # checked before any file is read
     loaded, data = _load(args)
-    rep = diagnose(loaded.source or loaded.net, None, data=data, refine=not args.no_refine,
-                   escape_steps=args.escape_steps)
+    rep = diagnose(loaded, data, refine=not args.no_refine, escape_steps=args.escape_steps,
+                   tolerances=tolerances)
     _finish(rep, args.out, args.json)
     return 0
 
@@ -128,19 +156,21 @@ def _finish(rep: Any, out: str | None, json_path: str | None) -> None:
     if json_path != "-":
         print(rep.summary())
     if out:
-        paths = rep.save(out)
+        from .report import save_report
+
+        paths = save_report(rep, out)
         if json_path != "-":
             print(f"report: {paths['html']}")
     _write_json(rep.to_dict(), json_path)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from .diagnose import compress
+    from .diagnosis import compress
     from .io import save_model
 
     loaded, data = _load(args)
     X = None if data is None else data.X
-    out = compress(loaded.source or loaded.net, X, tol=args.tol)
+    out = compress(loaded, X, tol=args.tol)
     _save_compressed(out, args.output, save_model)
     print(f"width {loaded.net.width} → {out.net.width}; parameters {out.params_before} → "
           f"{out.params_after}; max output change {out.max_output_change:.1e}; "
@@ -159,15 +189,18 @@ def _save_compressed(out: Any, path: str, save_model: Any) -> None:
 
 def _cmd_branches(args: argparse.Namespace) -> int:
     from .critical_set import CriticalSet
+    from .saddles import saddle_branches
 
+    tolerances = _tolerances(args)
     loaded, data = _load(args)
-    cs = CriticalSet(loaded.net, data)
+    cs = CriticalSet(loaded.net, data, tolerances=tolerances)
+    cs.branches(args.width)  # refuses a width out of range before any saddle work
     rows = []
-    for sb in cs.saddle_branches(args.width):
+    for sb in saddle_branches(cs, args.width):
         b = sb.branch
         rows.append({"sizes": list(b.sizes), "nulls": b.nulls, "dimension": b.dimension,
                      "patterns": b.patterns, "sample_independent": b.sample_independent,
-                     "verdict": sb.verdict, "regions": sb.regions})
+                     "verdict": sb.verdict.value, "regions": sb.regions})
     if args.json != "-":
         print(f"Q_{args.width}(f): r = {cs.r}, {cs.count_branches(args.width)} labelled "
               f"patterns, dimension bounds {cs.dimension_bounds(args.width)}")

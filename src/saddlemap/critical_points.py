@@ -25,39 +25,31 @@ reports ‖H∇R‖/‖∇R‖ and never calls such a point critical.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, cg
+from tqdm.auto import tqdm
 
-from ._forward import checked_data, forward
+from ._forward import forward
+from .analysis import Analysis, as_analysis
 from .data import Dataset
-from .derivatives import gradient, hessian, hessian_operator, hvp, loss
+from .errors import OptionError
 from .network import TwoLayerNet
-from .spectrum import DENSE_LIMIT, Inertia, Spectrum, spectrum
+from .spectral import Inertia, Spectrum
+from .tolerances import Tolerances
+from .verdicts import Note, NoteCode, Verdict
 
 __all__ = [
     "CriticalPoint",
-    "Verdict",
     "certify",
     "convergence_order",
     "find_critical_point",
-    "grad_tolerance",
 ]
-
-
-class Verdict(enum.Enum):
-    """What a point is, by the gradient and the Hessian spectrum."""
-
-    STRICT_MINIMUM = "strict local minimum"
-    STRICT_SADDLE = "strict saddle"
-    DEGENERATE = "degenerate"  # PSD with zero eigenvalues: second order cannot settle it
-    GRADIENT_FLAT = "gradient-flat"  # H∇R ≈ 0 with ∇R ≠ 0: a stall of Newton-type finders
-    NOT_CRITICAL = "not critical"
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,16 +60,17 @@ class CriticalPoint:
         net: the network at the point.
         loss: R at the point.
         grad_norm: ‖∇R‖.
-        grad_tol: the tolerance ‖∇R‖ was held to (see :func:`grad_tolerance`).
+        grad_tol: the tolerance ‖∇R‖ was held to (see :func:`~saddlemap.grad_tolerance`).
         hgrad_ratio: ‖H∇R‖ / ‖∇R‖, the gradient-flat guard (0 when ∇R = 0).
         spectrum: the Hessian spectrum (its inertia and zero tolerance included).
         verdict: the :class:`Verdict`.
         iterations: refinement iterations taken (0 for :func:`certify`).
         converged: ‖∇R‖ ≤ grad_tol.
         history: ‖∇R‖ at the start and after every accepted iteration.
-        warnings: saturated or dead neurons, diverging weights, channels to infinity,
-            non-analytic activations.
+        warnings: :class:`~saddlemap.Note` s: saturated or dead neurons, diverging weights,
+            channels to infinity, non-analytic activations, a refinement that slowed down.
         method: how the point was reached.
+        tolerances: the tolerances every decision above was made with.
     """
 
     net: TwoLayerNet
@@ -90,8 +83,13 @@ class CriticalPoint:
     iterations: int = 0
     converged: bool = False
     history: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Note, ...] = ()
     method: str = "certify"
+    tolerances: Tolerances = field(default_factory=Tolerances)
+
+    def has(self, code: NoteCode) -> bool:
+        """Whether a warning with ``code`` was raised."""
+        return any(w.code is code for w in self.warnings)
 
     @property
     def inertia(self) -> Inertia | None:
@@ -111,52 +109,38 @@ class CriticalPoint:
         return "\n".join(lines)
 
 
-def grad_tolerance(net: TwoLayerNet, data: Dataset, tol: float = 1e-10) -> float:
-    """‖∇R‖ tolerance: ``tol``, or the rounding floor of ∇R where that is larger.
-
-    Each entry of ∇R is a sum of terms e_i σ(w̃_kᵀx̃_i), (a_kᵀe_i) σ'(·) x̃_i; rounding makes
-    its error about ε times the sum of their magnitudes, so the floor is
-    64 ε ‖|S|ᵀ|e|, (|e||a|ᵀ ⊙ |σ'|)ᵀ|X̃|‖ (large weights raise it).
-    """
-    fw = forward(net, checked_data(net, data), order=1)
-    abs_a = fw.S.abs().T @ fw.e.abs()
-    abs_w = ((fw.e.abs() @ net.a.abs().T) * fw.S1.abs()).T @ fw.X.abs()
-    terms = torch.cat([abs_a.flatten(), abs_w.flatten(), fw.e.abs().sum(0)])
-    eps = torch.finfo(net.dtype).eps
-    return max(tol, 64 * eps * float(torch.linalg.vector_norm(terms)))
-
-
 # ------------------------------------------------------------------------- warnings
-#: |a_k| or ‖w_k‖ above this is flagged as a diverging weight (THEORY §10.4).
-WEIGHT_LIMIT = 1e3
-
-
-def _neuron_warnings(net: TwoLayerNet, data: Dataset) -> list[str]:
-    fw = forward(net, checked_data(net, data), order=1)
+def _neuron_warnings(an: Analysis) -> list[Note]:
+    net = an.net
+    limit = an.tolerances.weight_limit
+    S1 = forward(net, an.data, order=1).S1
     out = []
     if not net.activation.analytic:
-        out.append(
+        out.append(Note(NoteCode.NOT_ANALYTIC,
             f"{net.activation.name} is not analytic: the Hessian misses the curvature at the "
             "kinks, so second-order verdicts hold only off them"
-        )
+        ))
     elif not net.activation.in_theory:
-        out.append(f"{net.activation.name} is a polynomial: outside the theory")
-    dead = (fw.S1.abs().amax(0) < 1e-8).nonzero().flatten().tolist()
+        out.append(Note(NoteCode.POLYNOMIAL,
+                        f"{net.activation.name} is a polynomial: outside the theory"))
+    dead = (S1.abs().amax(0) < 1e-8).nonzero().flatten().tolist() if an.data.n else []
     if dead:
-        out.append(f"neurons {dead} are saturated or dead: σ' < 1e-8 on every sample")
+        out.append(Note(NoteCode.DEAD_NEURONS,
+                        f"neurons {dead} are saturated or dead: σ' < 1e-8 on every sample"))
     a_norm = torch.linalg.vector_norm(net.a, dim=1)
     w_norm = torch.linalg.vector_norm(net.W_aug, dim=1)
-    big = ((a_norm > WEIGHT_LIMIT) | (w_norm > WEIGHT_LIMIT)).nonzero().flatten().tolist()
+    big = ((a_norm > limit) | (w_norm > limit)).nonzero().flatten().tolist()
     if big:
-        out.append(f"neurons {big} have weights above {WEIGHT_LIMIT:g}: diverging")
-    out += _channel_warnings(net, a_norm)
+        out.append(Note(NoteCode.LARGE_WEIGHTS,
+                        f"neurons {big} have weights above {limit:g}: diverging"))
+    out += _channel_warnings(net, a_norm, limit)
     return out
 
 
-def _channel_warnings(net: TwoLayerNet, a_norm: torch.Tensor) -> list[str]:
-    # Channel to infinity (THEORY §9): two neurons with nearly equal input weights and large
-    # output weights of opposite sign, whose sum stays moderate.
-    big = (a_norm > 1e2).nonzero().flatten().tolist()
+def _channel_warnings(net: TwoLayerNet, a_norm: torch.Tensor, limit: float) -> list[Note]:
+    # Channel to infinity (docs/theory.md §9): two neurons with nearly equal input weights and
+    # large output weights of opposite sign, whose sum stays moderate.
+    big = (a_norm > 0.1 * limit).nonzero().flatten().tolist()
     out = []
     for i, k in enumerate(big):
         for j in big[i + 1 :]:
@@ -165,7 +149,8 @@ def _channel_warnings(net: TwoLayerNet, a_norm: torch.Tensor) -> list[str]:
             )
             cancel = torch.linalg.vector_norm(net.a[k] + net.a[j]) < 0.1 * a_norm[k]
             if bool(close) and bool(cancel):
-                out.append(f"neurons {k} and {j} look like a channel to infinity")
+                out.append(Note(NoteCode.CHANNEL_PAIR,
+                                f"neurons {k} and {j} look like a channel to infinity"))
     return out
 
 
@@ -181,41 +166,44 @@ def _verdict(grad_ok: bool, flat: bool, spec: Spectrum) -> Verdict:
 
 
 def certify(
-    net: TwoLayerNet,
-    data: Dataset,
-    tol: float = 1e-10,
-    zero_rtol: float | None = None,
-    flat_rtol: float = 1e-6,
+    net: TwoLayerNet | Analysis,
+    data: Dataset | None = None,
     *,
-    iterations: int = 0,
-    history: np.ndarray | None = None,
-    method: str = "certify",
+    tolerances: Tolerances | None = None,
 ) -> CriticalPoint:
-    """Certify ``net`` as it stands: gradient, gradient-flat guard, spectrum, verdict.
+    """Certify a point as it stands: gradient, gradient-flat guard, spectrum, verdict.
 
-    The point is critical when ‖∇R‖ ≤ ``grad_tolerance(net, data, tol)``.  Otherwise it is
-    gradient-flat when ‖H∇R‖/‖∇R‖ ≤ ``flat_rtol`` · max|λ(H)|, else not critical.
+    The point is critical when ‖∇R‖ ≤ :func:`~saddlemap.grad_tolerance` (``tolerances.grad``
+    or the rounding floor).  Otherwise it is gradient-flat when
+    ‖H∇R‖/‖∇R‖ ≤ ``tolerances.flat`` · max|λ(H)|, else not critical.  ``net`` may be an
+    :class:`~saddlemap.Analysis`, whose cached objects are used and which keeps the result.
     """
-    g = gradient(net, data)
-    grad_norm = float(torch.linalg.vector_norm(g))
-    grad_tol = grad_tolerance(net, data, tol)
-    ratio = float(torch.linalg.vector_norm(hvp(net, data, g))) / grad_norm if grad_norm else 0.0
-    spec = spectrum(net, data, zero_rtol=zero_rtol, k=None if net.num_params <= DENSE_LIMIT else 6)
-    ok = grad_norm <= grad_tol
-    flat = not ok and ratio <= flat_rtol * spec.scale
+    an = as_analysis(net, data, tolerances)
+    return an.memo("certificate", lambda: _certificate(an))
+
+
+def _certificate(
+    an: Analysis, iterations: int = 0, history: np.ndarray | None = None, method: str = "certify"
+) -> CriticalPoint:
+    g, grad_norm = an.gradient, an.grad_norm
+    ratio = float(torch.linalg.vector_norm(an.hvp(g))) / grad_norm if grad_norm else 0.0
+    spec = an.spectrum
+    ok = grad_norm <= an.grad_tol
+    flat = not ok and ratio <= an.tolerances.flat * spec.scale
     return CriticalPoint(
-        net=net,
-        loss=loss(net, data),
+        net=an.net,
+        loss=an.loss,
         grad_norm=grad_norm,
-        grad_tol=grad_tol,
+        grad_tol=an.grad_tol,
         hgrad_ratio=ratio,
         spectrum=spec,
         verdict=_verdict(ok, flat, spec),
         iterations=iterations,
         converged=ok,
         history=np.array([grad_norm]) if history is None else history,
-        warnings=tuple(_neuron_warnings(net, data)),
+        warnings=tuple(_neuron_warnings(an)),
         method=method,
+        tolerances=an.tolerances,
     )
 
 
@@ -223,9 +211,9 @@ def certify(
 StepFn = Callable[[float], tuple[torch.Tensor, float]]
 
 
-def _dense_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
+def _dense_step(an: Analysis, g: torch.Tensor) -> StepFn:
     """s(μ) and the predicted ½‖∇R + Hs‖², from one eigendecomposition of H."""
-    lam, V = torch.linalg.eigh(hessian(net, data))
+    lam, V = torch.linalg.eigh(an.hessian)
     gh = V.T @ g
 
     def step(mu: float) -> tuple[torch.Tensor, float]:
@@ -236,10 +224,11 @@ def _dense_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
     return step
 
 
-def _matrix_free_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepFn:
+def _matrix_free_step(an: Analysis, g: torch.Tensor) -> StepFn:
     """s(μ) by conjugate gradients on (H² + μI) s = −H∇R, two HVPs per CG iteration."""
+    net = an.net
     P = net.num_params
-    H = hessian_operator(net, data)  # every product below is at this one point
+    H = an.operator  # every product below is at this one point
 
     def Hv(v: torch.Tensor) -> torch.Tensor:
         return H.apply(v[:, None])[:, 0]
@@ -262,9 +251,12 @@ def _matrix_free_step(net: TwoLayerNet, data: Dataset, g: torch.Tensor) -> StepF
 
 @dataclass
 class _Iterate:
-    net: TwoLayerNet
-    grad: torch.Tensor
+    analysis: Analysis  # of the iterate: its gradient, Hessian and certificate are kept
     merit: float  # ½‖∇R‖²
+
+    @classmethod
+    def at(cls, an: Analysis) -> _Iterate:
+        return cls(an, 0.5 * an.grad_norm**2)
 
     @property
     def grad_norm(self) -> float:
@@ -272,24 +264,26 @@ class _Iterate:
 
 
 def _lm_iteration(
-    it: _Iterate, data: Dataset, make_step: Callable[..., StepFn], c: float, shrink: float
+    it: _Iterate, make_step: Callable[..., StepFn], c: float, shrink: float
 ) -> tuple[_Iterate | None, float]:
     """One accepted LM step (or None) and the new damping factor c.
 
     A step is accepted when ½‖∇R‖² falls below ``shrink`` times its value and by at least
     1e-4 of what the linear model predicts; otherwise μ grows and the step is retried.
     """
-    step = make_step(it.net, data, it.grad)
-    theta = it.net.flatten()
+    an = it.analysis
+    step = make_step(an, an.gradient)
+    theta = an.net.flatten()
     for _ in range(60):
         s, predicted = step(c * it.grad_norm**2)  # μ = c‖∇R‖²
-        trial = it.net.unflatten(theta + s)
-        g = gradient(trial, data)
-        merit = 0.5 * float(g @ g)
+        if not bool(torch.isfinite(s).all()):
+            break
+        trial = Analysis(an.net.unflatten(theta + s), an.data, an.tolerances)
+        merit = 0.5 * trial.grad_norm**2
         rho = (it.merit - merit) / max(it.merit - predicted, 1e-300)
         if merit < shrink * it.merit and rho > 1e-4:
             c = c / 4 if rho > 0.75 else c * 4 if rho < 0.25 else c
-            return _Iterate(trial, g, merit), min(max(c, 1e-12), 1e12)
+            return _Iterate(trial, merit), min(max(c, 1e-12), 1e12)
         c *= 4
     return None, c
 
@@ -297,10 +291,10 @@ def _lm_iteration(
 def find_critical_point(
     net: TwoLayerNet,
     data: Dataset,
-    tol: float = 1e-10,
+    *,
+    tolerances: Tolerances | None = None,
     max_iter: int = 200,
-    zero_rtol: float | None = None,
-    method: str = "auto",
+    method: Literal["auto", "dense", "matrix_free"] = "auto",
     polish: int = 2,
     progress: bool = False,
 ) -> CriticalPoint:
@@ -308,40 +302,38 @@ def find_critical_point(
 
     ``method``: ``"dense"`` (one eigendecomposition of H per iteration, exact steps),
     ``"matrix_free"`` (CG on the normal equations with Hessian-vector products), or
-    ``"auto"`` (dense up to 3000 parameters).  Iterates until ‖∇R‖ ≤ :func:`grad_tolerance`,
-    then takes up to ``polish`` more steps while each still cuts ‖∇R‖ fourfold (near the
-    point convergence is quadratic, so this reaches the rounding floor).  Stops early when no
-    step reduces ‖∇R‖ (a gradient-flat point or the rounding floor); the returned
-    :class:`CriticalPoint` says which.
+    ``"auto"`` (dense up to 3000 parameters).  Iterates until ‖∇R‖ ≤ the gradient tolerance
+    (``tolerances.grad`` or the rounding floor), then takes up to ``polish`` more steps while
+    each still cuts ‖∇R‖ fourfold (near the point convergence is quadratic, so this reaches
+    the rounding floor).  Stops early when no step reduces ‖∇R‖ (a gradient-flat point or the
+    rounding floor) or ∇R is exactly zero; the returned :class:`CriticalPoint` says which.
     """
     if method == "auto":
-        method = "dense" if net.num_params <= DENSE_LIMIT else "matrix_free"
+        method = "dense" if net.num_params <= Analysis(net, data).dense_limit else "matrix_free"
     make_step = {"dense": _dense_step, "matrix_free": _matrix_free_step}.get(method)
     if make_step is None:
-        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'matrix_free'")
-    from tqdm.auto import tqdm
-
-    data = checked_data(net, data)
-    g = gradient(net, data)
-    current = _Iterate(net, g, 0.5 * float(g @ g))
+        raise OptionError(f"unknown method {method!r}; use 'auto', 'dense' or 'matrix_free'")
+    if not (isinstance(max_iter, int) and max_iter >= 0 and polish >= 0):
+        raise OptionError(f"max_iter and polish must be integers ≥ 0, got {max_iter}, {polish}")
+    current = _Iterate.at(Analysis(net, data, tolerances))
     history = [current.grad_norm]
     c = 1.0  # μ = c‖∇R‖²; c adapts like a trust-region radius
     polished = it = 0
     with tqdm(total=max_iter, desc="refine", unit="it", disable=not progress) as bar:
-        while it < max_iter and polished <= polish:
-            done = current.grad_norm <= grad_tolerance(current.net, data, tol)
+        while it < max_iter and polished <= polish and current.merit > 0:
+            done = current.grad_norm <= current.analysis.grad_tol
             polished += done
             if done and polished > polish:
                 break
-            new, c = _lm_iteration(current, data, make_step, c, 1 / 16 if done else 1.0)
+            new, c = _lm_iteration(current, make_step, c, 1 / 16 if done else 1.0)
             if new is None:
                 break  # no descent for ½‖∇R‖²: gradient-flat point or rounding floor
             current, it = new, it + 1
             history.append(current.grad_norm)
             bar.update(1)
             bar.set_postfix(grad=f"{current.grad_norm:.2e}")
-    cp = certify(
-        current.net, data, tol, zero_rtol, iterations=it, history=np.array(history),
+    cp = _certificate(
+        current.analysis, iterations=it, history=np.array(history),
         method=f"levenberg-marquardt ({method})",
     )
     return _with_drift_warning(cp, net)
@@ -354,18 +346,19 @@ def _with_drift_warning(cp: CriticalPoint, start: TwoLayerNet) -> CriticalPoint:
     notes = []
     ratios = cp.history[1:][-5:] / cp.history[:-1][-5:]
     if cp.iterations >= 10 and ratios.size and float(ratios.min()) > 0.5:
-        notes.append(
+        notes.append(Note(NoteCode.LINEAR_CONVERGENCE,
             f"refinement slowed to linear convergence (‖∇R‖ ratio {float(ratios.mean()):.3f} per "
             "step): the nearest critical point lies far along a flat valley or at infinity"
-        )
-    # Critical points at infinity (THEORY §9, §10.4): ‖∇R‖ decays slowly while weights grow.
+        ))
+    # Critical points at infinity (docs/theory.md §9, §10.4): ‖∇R‖ decays slowly while the
+    # weights grow.
     before = float(start.flatten().norm())
     after = float(cp.net.flatten().norm())
     if after > 1.5 * max(before, 1.0):
-        notes.append(
+        notes.append(Note(NoteCode.PARAMETERS_GREW,
             f"the parameters grew from norm {before:.3g} to {after:.3g}: the iterates may be "
             "heading to a critical point at infinity"
-        )
+        ))
     return dataclasses.replace(cp, warnings=(*cp.warnings, *notes))
 
 
@@ -381,6 +374,6 @@ def convergence_order(errors: np.ndarray, last: int = 3, floor: float = 1e-14) -
     e = np.asarray(errors, dtype=float)
     e = e[e > floor]
     if e.size < 3:
-        raise ValueError("need at least 3 errors above the floor to fit an order")
+        raise OptionError("need at least 3 errors above the floor to fit an order")
     x, y = np.log(e[:-1])[-last:], np.log(e[1:])[-last:]
     return float(np.polyfit(x, y, 1)[0])

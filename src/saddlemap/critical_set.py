@@ -39,23 +39,28 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .activations import Symmetry
+from .analysis import Analysis, as_analysis
 from .critical_points import certify
 from .data import Dataset
-from .derivatives import ResidualFunction, residual_function
+from .derivatives import ResidualFunction
+from .errors import CriticalPointError, OptionError
 from .network import TwoLayerNet
-from .reduction import _canonical_signs, reduce
-from .zero_set import zero_set_points, zeros_1d
+from .reduction import canonical_signs, reduce
+from .tolerances import Tolerances
+from .verdicts import EdgeKind
+from .zero_set import ZeroSet
 
-if TYPE_CHECKING:
-    from .saddles import SaddleBranch
+__all__ = ["Branch", "CriticalSet", "Decomposition", "HierarchyEdge", "count_patterns"]
 
-__all__ = ["Branch", "CriticalSet", "Decomposition", "count_patterns"]
+#: ``branches(m)`` refuses to list more branch types than this (there are C(m, r)).
+MAX_BRANCH_TYPES = 100_000
+#: A null position counts as away from θ*'s neurons beyond this relative distance.
+_AWAY_FROM_STAR = 1e-3
 
 
 def count_patterns(r: int, m: int, null: bool = True, signs: bool = False) -> int:
@@ -69,10 +74,16 @@ def count_patterns(r: int, m: int, null: bool = True, signs: bool = False) -> in
     >>> count_patterns(3, 4, null=False)
     36
     """
+    _check_widths(r, m)
     per = 2 if signs else 1
     return sum(
         (-1) ** j * math.comb(r, j) * (per * (r - j) + int(null)) ** m for j in range(r + 1)
     )
+
+
+def _check_widths(r: int, m: int) -> None:
+    if not (isinstance(m, int) and isinstance(r, int)) or r < 0 or m < 1:
+        raise OptionError(f"the width must be an integer ≥ 1 (and r ≥ 0), got m={m!r}, r={r!r}")
 
 
 @dataclass(frozen=True)
@@ -129,34 +140,69 @@ class Decomposition:
         return tuple(len(c) for c in self.clusters), len(self.nulls)
 
 
+@dataclass(frozen=True)
+class HierarchyEdge:
+    """One edge of the branch hierarchy: ``lower`` embeds into (or meets) ``upper``.
+
+    Attributes:
+        lower: the branch of width m − 1 (``SPLIT``, ``NULL``) or of width m (``MEET``).
+        upper: the branch of width m.
+        kind: the :class:`~saddlemap.EdgeKind`.
+        cluster: the cluster split or met, None for ``NULL``.
+    """
+
+    lower: Branch
+    upper: Branch
+    kind: EdgeKind
+    cluster: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``"split j"``, ``"null"`` or ``"meet j"``."""
+        return self.kind.value if self.cluster is None else f"{self.kind.value} {self.cluster}"
+
+
 class CriticalSet:
     """Q_m(f) for the output function f of a critical point, on given data.
 
     Args:
-        net: a critical point of any width; it is reduced to θ* with :func:`reduce`.
+        net: a critical point of any width (or an :class:`~saddlemap.Analysis` of one); it is
+            reduced to θ* with :func:`reduce`.
         data: the data defining R and φ_f.
-        tol: equal-weight tolerance for matching neurons to θ* (default: the reduction's).
-        check: certify that ``net`` is critical (raise ValueError otherwise).
+        tolerances: the analysis tolerances (``merge`` for matching neurons to θ*,
+            ``zero_set`` and ``singular`` for null neurons and zero-sum groups).
+        check: certify that ``net`` is critical (:class:`~saddlemap.CriticalPointError`
+            otherwise).
     """
 
     def __init__(
-        self, net: TwoLayerNet, data: Dataset, tol: float | None = None, check: bool = True
+        self,
+        net: TwoLayerNet | Analysis,
+        data: Dataset | None = None,
+        *,
+        tolerances: Tolerances | None = None,
+        check: bool = True,
     ) -> None:
+        an = as_analysis(net, data, tolerances)
         if check:
-            cp = certify(net, data)
+            cp = certify(an)
             if not cp.converged:
-                raise ValueError(
+                raise CriticalPointError(
                     f"the network is not a critical point: ‖∇R‖ = {cp.grad_norm:.2e} > "
                     f"{cp.grad_tol:.1e}; refine it with find_critical_point first"
                 )
-        reduction = reduce(net, data.X, tol=tol)
-        self.data = data
+        reduction = an.memo("reduction", lambda: reduce(an.net, an.data.X,
+                                                        tolerances=an.tolerances))
+        self.analysis = an
+        self.data = an.data
+        self.tolerances = an.tolerances
         self.star: TwoLayerNet = reduction.net
         self.tol: float = reduction.tol
         self.a_tol: float = reduction.a_tol
-        self.residual: ResidualFunction = residual_function(self.star, data)
-        scale = float(self.residual.e.abs().max())
-        self.is_global: bool = scale <= 1e-12 * max(1.0, float(data.targets.abs().max()))
+        # θ* has the outputs of ``net``, so it shares φ_f and Z_f with it.
+        self.zero_set: ZeroSet = an.zero_set
+        self.residual: ResidualFunction = an.residual_function
+        self.is_global: bool = an.is_global
         self._odd = self.star.activation.symmetry is Symmetry.ODD
         self.kernel_dims: tuple[int, ...] = self._kernel_dims()
         self._null_cache: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -169,7 +215,7 @@ class CriticalSet:
         dims = []
         for j in range(self.r):
             sv = torch.linalg.svdvals(self.residual.grad(self.star.W_aug[j]))
-            cutoff = 1e-6 * float(self.residual.e.abs().sum())
+            cutoff = self.tolerances.singular * self.zero_set.grad_terms(self.star.W_aug[j])
             dims.append(K - int((sv > cutoff).sum()))
         return tuple(dims)
 
@@ -199,10 +245,20 @@ class CriticalSet:
 
     # ---------------------------------------------------------------------- branches
     def branches(self, m: int, null: bool = True) -> list[Branch]:
-        """Branch types of width m (zero-sum groups aside), ordered by dimension."""
+        """Branch types of width m (zero-sum groups aside), ordered by dimension.
+
+        Raises:
+            OptionError: m not an integer ≥ 1, or more than :data:`MAX_BRANCH_TYPES` types.
+        """
+        _check_widths(self.r, m)
         if m < self.r:
             return []
         r = self.r
+        if math.comb(m, r) > MAX_BRANCH_TYPES:
+            raise OptionError(
+                f"width {m} has {math.comb(m, r):.3g} branch types over r = {r} clusters, "
+                f"more than the {MAX_BRANCH_TYPES} this enumerates; use count_branches"
+            )
         out = []
         for nulls in range(m - r + 1 if null else 1):
             for sizes in _compositions(m - nulls, r):
@@ -214,25 +270,25 @@ class CriticalSet:
                 out.append(Branch(sizes, nulls, dim, patterns, nulls == 0))
         return sorted(out, key=lambda b: (b.dimension, b.sizes, b.nulls))
 
-    def hierarchy(self, m: int) -> list[tuple[Branch, Branch, str]]:
+    def hierarchy(self, m: int) -> list[HierarchyEdge]:
         """One-step embeddings from width m − 1 into width m, and where branches meet.
 
-        Edges ``(lower, upper, kind)``: ``"split j"`` (a neuron of cluster j split in two),
-        ``"null"`` (a null neuron added), and ``"meet j"`` between two width-m branches: a
-        null neuron sliding along Z_f into w̃_j* joins cluster j at ratio 0.
+        Edges: ``SPLIT`` j (a neuron of cluster j split in two), ``NULL`` (a null neuron
+        added), and ``MEET`` j between two width-m branches: a null neuron sliding along Z_f
+        into w̃_j* joins cluster j at ratio 0.
         """
         by_type = {(b.sizes, b.nulls): b for b in self.branches(m)}
         edges = []
-        for low in self.branches(m - 1):
+        for low in self.branches(m - 1) if m - 1 >= self.r else []:
             for j in range(self.r):
                 sizes = tuple(s + (i == j) for i, s in enumerate(low.sizes))
-                edges.append((low, by_type[(sizes, low.nulls)], f"split {j}"))
-            edges.append((low, by_type[(low.sizes, low.nulls + 1)], "null"))
+                edges.append(HierarchyEdge(low, by_type[(sizes, low.nulls)], EdgeKind.SPLIT, j))
+            edges.append(HierarchyEdge(low, by_type[(low.sizes, low.nulls + 1)], EdgeKind.NULL))
         for b in self.branches(m):
             if b.nulls:
                 for j in range(self.r):
                     sizes = tuple(s + (i == j) for i, s in enumerate(b.sizes))
-                    edges.append((b, by_type[(sizes, b.nulls - 1)], f"meet {j}"))
+                    edges.append(HierarchyEdge(b, by_type[(sizes, b.nulls - 1)], EdgeKind.MEET, j))
         return edges
 
     def null_positions(self, num: int = 64, seed: int = 0) -> list[torch.Tensor]:
@@ -248,15 +304,16 @@ class CriticalSet:
 
     def _find_null_positions(self, num: int, seed: int) -> list[torch.Tensor]:
         if self.residual.X.shape[1] == 1:
-            zeros = zeros_1d(self.residual)
+            zeros = self.zero_set.zeros_1d()
         else:
-            zeros = zero_set_points(self.residual, num_starts=num, seed=seed)
+            zeros = self.zero_set.sample(num_starts=num, seed=seed)
         points = [torch.tensor(z.u, dtype=self.star.dtype) for z in zeros if z.regular]
         star = self.star.W_aug
         twins = torch.cat([star, -star]) if self._odd else star
         return [
             p for p in points
-            if bool((torch.linalg.vector_norm(twins - p, dim=1) > 1e-3 * (1 + p.norm())).all())
+            if bool((torch.linalg.vector_norm(twins - p, dim=1)
+                     > _AWAY_FROM_STAR * (1 + p.norm())).all())
         ]
 
     def sample(self, branch: Branch, seed: int = 0, shuffle: bool = True) -> TwoLayerNet:
@@ -287,16 +344,6 @@ class CriticalSet:
         return TwoLayerNet(a, w[:, :d], b=w[:, d] if star.b is not None else None, c=star.c,
                            activation=star.activation)
 
-    def saddle_branches(self, m: int, seed: int = 0) -> list[SaddleBranch]:
-        """Branches of width m with their saddle verdicts and witnesses (THEORY §7).
-
-        See :func:`saddlemap.saddles.saddle_branches`; when r < m there is always at least one
-        saddle branch.
-        """
-        from .saddles import saddle_branches
-
-        return saddle_branches(self, m, seed)
-
     # ------------------------------------------------------------------- membership
     def decompose(self, net: TwoLayerNet) -> Decomposition:
         """Assign every neuron to a cluster, the null neurons or a zero-sum group.
@@ -307,7 +354,7 @@ class CriticalSet:
         if reasons:
             return Decomposition((), (), (), (), tuple(reasons))
         w = net.W_aug
-        signs = _canonical_signs(w) if self._odd else torch.ones(net.width, dtype=w.dtype)
+        signs = canonical_signs(w) if self._odd else torch.ones(net.width, dtype=w.dtype)
         w_c = w * signs.unsqueeze(1)
         a_c = net.a * signs.unsqueeze(1)
         star_w, star_a = self.star.W_aug, self.star.a  # reduce() left θ* canonical
@@ -327,7 +374,7 @@ class CriticalSet:
                 continue
             reasons += self._kernel_reasons(j, members, a_c)
             total = a_c[members].sum(0)
-            if float((total - star_a[j]).norm()) > self.a_tol + 1e-9 * float(star_a[j].norm()):
+            if float((total - star_a[j]).norm()) > self.a_tol * (1 + float(star_a[j].norm())):
                 reasons.append(
                     f"cluster {j} (neurons {members}) sums its output weights to "
                     f"{total.tolist()}, not a*_{j} = {star_a[j].tolist()}"
@@ -350,7 +397,7 @@ class CriticalSet:
         return [
             f"neuron {k}'s output weight is not in ker ∇φ(w̃*_{j})ᵀ: ‖∇φᵀa‖ = {bad:.2e}"
             for k in members
-            if (bad := float((grad.T @ a[k]).norm())) > 1e-8 * scale
+            if (bad := float((grad.T @ a[k]).norm())) > self.tolerances.kernel * scale
         ]
 
     def _compatible(self, net: TwoLayerNet) -> list[str]:
@@ -362,7 +409,7 @@ class CriticalSet:
         if (net.c is None) != (star.c is None) or (
             net.c is not None
             and star.c is not None
-            and float((net.c - star.c).abs().max()) > 1e-9
+            and float((net.c - star.c).abs().max()) > self.a_tol
         ):
             return ["the output bias differs from θ*'s"]
         return []
@@ -370,17 +417,16 @@ class CriticalSet:
     def _classify_rest(
         self, rest: list[int], w: torch.Tensor, a: torch.Tensor, reasons: list[str]
     ) -> tuple[list[int], list[list[int]]]:
-        rf = self.residual
-        scale = float(rf.e.abs().sum()) + 1e-300
+        zs = self.zero_set
         nulls: list[int] = []
         zero_sum: list[list[int]] = []
         groups: dict[int, list[int]] = {}
         for k in rest:
             if float(a[k].norm()) <= self.a_tol:
-                phi = float(rf.phi(w[k]).norm())
-                if phi <= 1e-8 * scale or self.is_global:
+                if self.is_global or zs.contains(w[k]):
                     nulls.append(k)
                 else:
+                    phi = zs.point(w[k]).phi_norm
                     reasons.append(f"null neuron {k} is off Z_f: ‖φ(w̃_{k})‖ = {phi:.2e}")
                 continue
             key = next((g for g in groups if float((w[g] - w[k]).norm()) <= self.tol), k)
@@ -388,8 +434,7 @@ class CriticalSet:
         for members in groups.values():
             u = w[members[0]]
             total = float(a[members].sum(0).norm())
-            singular = (float(rf.phi(u).norm()) <= 1e-8 * scale
-                        and float(rf.grad(u).norm()) <= 1e-6 * scale)
+            singular = zs.contains(u) and zs.is_singular(u)
             if len(members) >= 2 and total <= self.a_tol and (singular or self.is_global):
                 zero_sum.append(members)
             else:

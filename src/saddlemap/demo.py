@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .diagnose import Report, diagnose
+from .diagnosis import Report, diagnose
 from .problems import teacher_student
 from .training import TrainState, train
+from .verdicts import Note, NoteCode
 
 __all__ = ["StallDetector", "run_demo"]
 
@@ -39,8 +40,8 @@ def run_demo(seed: int = 2, steps: int = 5000) -> Report:
                            init_scale=0.05, noise=0.05)
     stall = StallDetector()
     run = train(prob.student, prob.data, optimizer="gd", steps=steps, callbacks=[stall])
-    rep = diagnose(run.net, None, data=prob.data, escape_steps=1000)
+    rep = diagnose(run.net, prob.data, escape_steps=1000)
     how = "stalled" if run.stop_reason == "callback" else f"stopped ({run.stop_reason})"
     note = (f"demo: erf teacher of width 2 (d = 4, n = 400, noise 0.05), student of width 4 "
             f"trained by gradient descent for {run.steps} steps; {how} at R = {run.loss:.6g}")
-    return dataclasses.replace(rep, notes=(note, *rep.notes))
+    return dataclasses.replace(rep, notes=(Note(NoteCode.OTHER, note), *rep.notes))

@@ -35,6 +35,7 @@ from ._forward import Forward, batches, checked_data, forward
 from ._hvp import CachedHessian, product_at_point, residual_blocks
 from ._workspace import scratch
 from .data import Dataset
+from .errors import OptionError
 from .network import TwoLayerNet
 
 __all__ = [
@@ -225,7 +226,7 @@ class ResidualFunction:
         single = U.ndim == 1
         U2 = U.reshape(1, -1) if single else U
         if U2.shape[-1] != self.X.shape[1]:
-            raise ValueError(f"points must have length D={self.X.shape[1]}, got {U2.shape[-1]}")
+            raise OptionError(f"points must have length D={self.X.shape[1]}, got {U2.shape[-1]}")
         return self.X @ U2.T, single
 
     def phi(self, U: torch.Tensor) -> torch.Tensor:

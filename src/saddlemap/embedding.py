@@ -52,10 +52,11 @@ from typing import Any
 import torch
 
 from .data import Dataset, as_tensor
-from .derivatives import ResidualFunction, residual_function
+from .derivatives import residual_function
 from .errors import ModelError
 from .network import ParamLayout, TwoLayerNet
-from .zero_set import ZeroSetPoint, zero_set_points, zeros_1d
+from .tolerances import Tolerances
+from .zero_set import ZeroSet
 
 __all__ = [
     "Embedding",
@@ -73,9 +74,6 @@ _Source = tuple[int, float] | None
 
 #: Sums that must vanish (Σρ − 1, Σb) may miss by this many ulps of Σ|terms|.
 _SUM_ULPS = 16
-
-#: A point of Z_f is regular when ‖∇φ(u)‖ > this × Σ_i ‖e_i‖₁ (as in :mod:`.zero_set`).
-_REGULAR_RTOL = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,77 +315,31 @@ def _zero_neuron_harmless(net: TwoLayerNet) -> bool:
     return net.activation.zero_at_origin or net.c is not None
 
 
-def _phi_scale(rf: ResidualFunction, u: torch.Tensor) -> float:
-    """max(Σ_i ‖e_i‖₁ |σ(uᵀx̃_i)|, Σ_i ‖e_i‖₁): the size of φ's terms, at least its natural size.
-
-    The floor Σ_i ‖e_i‖₁ keeps u near 0 with σ(0) = 0 measurable, where every term vanishes
-    with u although φ(u) = 0 holds only at u = 0.
-    """
-    e1 = rf.e.abs().sum(1)
-    return max(float(e1 @ rf.activation_fns[0](rf.X @ u).abs()), float(e1.sum()))
+def _zero_set(net: TwoLayerNet, data: Dataset, tolerances: Tolerances | None) -> ZeroSet:
+    return ZeroSet(residual_function(net, data), tolerances or Tolerances())
 
 
-def _grad_scale(rf: ResidualFunction, u: torch.Tensor) -> float:
-    """max(Σ_i ‖e_i‖₁ |σ'(uᵀx̃_i)| ‖x̃_i‖, Σ_i ‖e_i‖₁ ‖x̃_i‖): the size of ∇φ's terms."""
-    e1x = rf.e.abs().sum(1) * torch.linalg.vector_norm(rf.X, dim=1)
-    return max(float(e1x @ rf.activation_fns[1](rf.X @ u).abs()), float(e1x.sum()))
-
-
-def _phi_norm(rf: ResidualFunction, u: torch.Tensor, phi_rtol: float, name: str) -> float:
-    """‖φ(u)‖, after checking it is ≤ phi_rtol × :func:`_phi_scale`."""
-    phi = float(torch.linalg.vector_norm(rf.phi(u)))
-    scale = _phi_scale(rf, u)
-    if phi > phi_rtol * scale:
+def _on_zero_set(zs: ZeroSet, u: torch.Tensor, name: str) -> float:
+    """‖φ(u)‖, after checking that u is on Z_f."""
+    point = zs.point(u)
+    if not zs.contains(u):
         raise ModelError(
-            f"{name} = {_fmt(u)} is not on Z_f: ‖φ({name})‖ = {phi:.3e} > {phi_rtol:g} × "
-            f"{scale:.3e} (the size of its terms)"
+            f"{name} = {_fmt(u)} is not on Z_f: ‖φ({name})‖ = {point.phi_norm:.3e} exceeds the "
+            f"zero_set tolerance {zs._tol:g} × {zs.phi_terms(u):.3e} (the size of its terms)"
         )
-    return phi
+    return point.phi_norm
 
 
-def _grad_phi_norm(rf: ResidualFunction, u: torch.Tensor, grad_rtol: float, name: str) -> float:
-    """‖∇φ(u)‖ (Frobenius), after checking it is ≤ grad_rtol × :func:`_grad_scale`."""
-    grad = float(torch.linalg.matrix_norm(rf.grad(u)))
-    scale = _grad_scale(rf, u)
-    if grad > grad_rtol * scale:
+def _on_singular_set(zs: ZeroSet, u: torch.Tensor, name: str) -> float:
+    """‖∇φ(u)‖, after checking that u is a singular point (on Z'_f)."""
+    point = zs.point(u)
+    if point.regular:
         raise ModelError(
-            f"{name} = {_fmt(u)} is not on Z'_f: ‖∇φ({name})‖ = {grad:.3e} > {grad_rtol:g} × "
-            f"{scale:.3e} (the size of its terms); a zero-sum group is critical only where "
-            "φ = 0 and ∇φ = 0"
+            f"{name} = {_fmt(u)} is not on Z'_f: ‖∇φ({name})‖ = {point.grad_norm:.3e} exceeds "
+            f"the singular tolerance {zs.tolerances.singular:g} × {zs.grad_terms(u):.3e} (the "
+            "size of its terms); a zero-sum group is critical only where φ = 0 and ∇φ = 0"
         )
-    return grad
-
-
-def _origin_point(rf: ResidualFunction, phi_rtol: float) -> list[ZeroSetPoint]:
-    """The point u = 0 of Z_f, when φ(0) = σ(0) Σ_i e_i vanishes (σ(0) = 0, or Σ_i e_i = 0).
-
-    The origin is the smallest-norm candidate there is, and random projections rarely land
-    on it exactly, so it is checked directly.
-    """
-    zero = rf.X.new_zeros(rf.X.shape[1])
-    phi = float(torch.linalg.vector_norm(rf.phi(zero)))
-    if phi > phi_rtol * _phi_scale(rf, zero):
-        return []
-    grad = float(torch.linalg.matrix_norm(rf.grad(zero)))
-    regular = grad > _REGULAR_RTOL * float(rf.e.abs().sum())
-    return [ZeroSetPoint(tuple(zero.tolist()), phi, grad, regular)]
-
-
-def _find_zero(rf: ResidualFunction, seed: int, phi_rtol: float) -> ZeroSetPoint:
-    """A point of Z_f: the regular point of smallest norm, else the singular one."""
-    origin = _origin_point(rf, phi_rtol)
-    if origin and origin[0].regular:  # no regular point has a smaller norm
-        return origin[0]
-    D = rf.X.shape[1]
-    points = [*(zeros_1d(rf) if D == 1 else zero_set_points(rf, seed=seed)), *origin]
-    if not points:
-        where = (
-            "on [−12, 12]" if D == 1 else f"by projection from 64 random starts (seed {seed})"
-        )
-        raise ModelError(
-            f"no point of Z_f = {{u : φ(u) = 0}} was found {where}; pass w explicitly"
-        )
-    return min(points, key=lambda p: (p.singular, math.hypot(*p.u)))
+    return point.grad_norm
 
 
 # --------------------------------------------------------------------------- operators
@@ -458,7 +410,7 @@ def add_null_neuron(
     *,
     data: Dataset | None = None,
     seed: int = 0,
-    phi_rtol: float = 1e-9,
+    tolerances: Tolerances | None = None,
 ) -> Embedding:
     """E2b/E2c null neuron: append (0, u), with u = 0 or u on Z_f = {u : φ_f(u) = 0}.
 
@@ -469,13 +421,12 @@ def add_null_neuron(
       σ(0) = 0 or the network has an output bias (then Σ_i e_i = 0 at every critical
       point); otherwise critical only where Σ_i e_i = 0, and marked sample-dependent.
     * ``w`` given (E2c, kind ``"null_on_zero_set"``): u = w (length d, a zero hidden bias
-      appended, or D = d + 1 with the hidden bias).  With ``data``, φ(u) = 0 is checked:
-      ‖φ(u)‖ ≤ ``phi_rtol`` × max(Σ_i ‖e_i‖₁ |σ(uᵀx̃_i)|, Σ_i ‖e_i‖₁).
-    * ``w`` None and ``data`` given (E2c): u is found on Z_f of ``net`` on ``data`` with
-      :func:`~saddlemap.zeros_1d` on [−12, 12] for D = 1 or
-      :func:`~saddlemap.zero_set_points` (seeded by ``seed``) for D ≥ 2, together with
-      u = 0 when φ(0) = σ(0) Σ_i e_i vanishes; the regular point of smallest norm is taken
-      (a singular one if there is no regular one).  With σ(0) = 0 that is u = 0 whenever
+      appended, or D = d + 1 with the hidden bias).  With ``data``, φ(u) = 0 is checked
+      by :meth:`ZeroSet.contains <saddlemap.ZeroSet.contains>`.
+    * ``w`` None and ``data`` given (E2c): u is
+      :meth:`ZeroSet.nearest_to_origin <saddlemap.ZeroSet.nearest_to_origin>` of Z_f of
+      ``net`` on ``data``: the regular point of smallest norm found (a singular one if there
+      is no regular one).  With σ(0) = 0 that is u = 0 whenever
       ∇φ(0) ≠ 0.
 
     Sample-dependent unless u = 0 and (σ(0) = 0 or an output bias).  Linear iff u = 0.
@@ -485,7 +436,7 @@ def add_null_neuron(
         w: the null neuron's input weights, or None.
         data: the data whose Z_f the null neuron must lie on.
         seed: seed of the random starts of the search on Z_f for D ≥ 2.
-        phi_rtol: relative tolerance of φ(u) = 0 (see above).
+        tolerances: ``zero_set`` decides φ(u) = 0 (default :class:`~saddlemap.Tolerances`).
 
     Returns:
         The :class:`Embedding` of width m + 1, the null neuron in slot m.
@@ -505,8 +456,8 @@ def add_null_neuron(
     True
     """
     m, K = net.width, net.output_dim
-    rf = residual_function(net, data) if data is not None else None
-    u, notes = _null_point(net, w, rf, seed, phi_rtol)
+    zs = _zero_set(net, data, tolerances) if data is not None else None
+    u, notes = _null_point(net, w, zs, seed)
     independent = not bool(u.any()) and _zero_neuron_harmless(net)
     fixed = {m: (u.new_zeros(K), u)}
     sources = [*_identity_sources(net), None]
@@ -526,22 +477,29 @@ def add_null_neuron(
 
 
 def _null_point(
-    net: TwoLayerNet, w: Any, rf: ResidualFunction | None, seed: int, phi_rtol: float
+    net: TwoLayerNet, w: Any, zs: ZeroSet | None, seed: int
 ) -> tuple[torch.Tensor, list[str]]:
     """The null neuron's input weights u and what is known about φ(u)."""
     notes = []
     if w is not None:
         u = _input_weight(net, w, "w")
-    elif rf is not None:
-        point = _find_zero(rf, seed, phi_rtol)
+    elif zs is not None:
+        point = zs.nearest_to_origin(seed)
+        if point is None:
+            where = "on [−12, 12]" if net.layout.aug_dim == 1 else (
+                f"by projection from 64 random starts (seed {seed})"
+            )
+            raise ModelError(
+                f"no point of Z_f = {{u : φ(u) = 0}} was found {where}; pass w explicitly"
+            )
         u = torch.tensor(point.u, dtype=net.dtype, device=net.device)
         notes.append(f"the {'regular' if point.regular else 'singular'} point of Z_f of least norm")
     else:
         return net.W_aug.new_zeros(net.layout.aug_dim), notes
-    if rf is None:
+    if zs is None:
         notes.append("u ∈ Z_f not checked (no data)")
     else:
-        phi = _phi_norm(rf, u, phi_rtol, "w" if w is not None else "u")
+        phi = _on_zero_set(zs, u, "w" if w is not None else "u")
         notes.append(f"‖φ(u)‖ = {phi:.1e}")
     return u, notes
 
@@ -552,8 +510,7 @@ def add_zero_sum_group(
     weights: Sequence[float],
     *,
     data: Dataset | None = None,
-    phi_rtol: float = 1e-9,
-    grad_rtol: float = 1e-6,
+    tolerances: Tolerances | None = None,
 ) -> Embedding:
     """E3 zero-sum group: append s ≥ 2 neurons (b_c, u), Σ_c b_c = 0, at u ∈ Z'_f.
 
@@ -567,12 +524,10 @@ def add_zero_sum_group(
         u: the group's input weights, length d (a zero hidden bias appended) or D = d + 1.
         weights: b_1, ..., b_s: s ≥ 2 reals summing to 0 (to a few ulps), at least two
             nonzero; for K > 1 a row (K,) per neuron, or one real b_c used for every output.
-        data: when given, check u ∈ Z'_f: ‖φ(u)‖ ≤ ``phi_rtol`` × max(Σ_i ‖e_i‖₁
-            |σ(uᵀx̃_i)|, Σ_i ‖e_i‖₁) and ‖∇φ(u)‖ ≤ ``grad_rtol`` × max(Σ_i ‖e_i‖₁
-            |σ'(uᵀx̃_i)| ‖x̃_i‖, Σ_i ‖e_i‖₁ ‖x̃_i‖).
-        phi_rtol: relative tolerance of φ(u) = 0.
-        grad_rtol: relative tolerance of ∇φ(u) = 0 (a double zero known to δ leaves
-            ‖∇φ‖ ≈ √δ, as in :func:`~saddlemap.zeros_1d`).
+        data: when given, check u ∈ Z'_f with :class:`~saddlemap.ZeroSet` (φ(u) = 0 and
+            ∇φ(u) = 0 to the ``zero_set`` and ``singular`` tolerances).
+        tolerances: the tolerances of those checks (default :class:`~saddlemap.Tolerances`;
+            ``singular`` is loose, 1e-6, since a double zero known to δ leaves ‖∇φ‖ ≈ √δ).
 
     Returns:
         The :class:`Embedding` of width m + s, the group in slots m, ..., m + s − 1.
@@ -597,9 +552,9 @@ def add_zero_sum_group(
     b = _zero_sum_weights(net, weights)
     note = "u ∈ Z'_f not checked (no data)"
     if data is not None:
-        rf = residual_function(net, data)
-        phi = _phi_norm(rf, u_t, phi_rtol, "u")
-        grad = _grad_phi_norm(rf, u_t, grad_rtol, "u")
+        zs = _zero_set(net, data, tolerances)
+        phi = _on_zero_set(zs, u_t, "u")
+        grad = _on_singular_set(zs, u_t, "u")
         note = f"u ∈ Z'_f: ‖φ(u)‖ = {phi:.1e}, ‖∇φ(u)‖ = {grad:.1e}"
     m, s = net.width, b.shape[0]
     fixed = {m + c: (b[c], u_t) for c in range(s)}

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "ActivationError",
+    "CriticalPointError",
     "DataError",
     "LossError",
     "ModelError",
+    "OptionError",
     "SaddlemapError",
 ]
 
@@ -33,3 +35,11 @@ class LossError(SaddlemapError, ValueError):
 
 class ModelError(SaddlemapError, ValueError):
     """A model that is not a two-layer network, or parameters of inconsistent shapes."""
+
+
+class OptionError(SaddlemapError, ValueError):
+    """An option out of its range: NaN, negative, absurdly large, or an unknown choice."""
+
+
+class CriticalPointError(SaddlemapError, ValueError):
+    """A network that must be a critical point (of the data) and is not."""

@@ -4,7 +4,8 @@
 :func:`~saddlemap.train` or through :meth:`PlateauMonitor.observe` from any torch loop.  It
 records the loss, the gradient norm and the effective width (the width of
 :func:`~saddlemap.reduce` with a loose tolerance), detects plateaus of the loss, and at the end
-of each plateau refines the network to a nearby critical point and classifies it (THEORY §9):
+of each plateau refines the network to a nearby critical point and classifies it
+(docs/theory.md §9):
 a Saad–Solla plateau sits near a splitting branch of a narrower network's saddle, a
 channel to infinity looks like a plateau whose refinement runs off to large weights.
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,29 +37,18 @@ import torch
 from .critical_points import CriticalPoint, find_critical_point
 from .data import Dataset
 from .derivatives import loss_and_gradient
+from .errors import OptionError
 from .network import TwoLayerNet
-from .reduction import reduce
-from .saddles import Kind, classify
-from .training import History, TrainState
+from .reduction import default_tolerances, reduce
+from .saddles import classify
+from .tolerances import Tolerances
+from .training import TrainState
+from .verdicts import Kind, NoteCode, PlateauVerdict
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
+__all__ = ["Plateau", "PlateauMonitor"]
 
-__all__ = ["VERDICTS", "Plateau", "PlateauMonitor"]
-
-#: The verdicts a :class:`Plateau` can carry.
-VERDICTS = (
-    "saddle of a narrower network",
-    "saddle",
-    "local minimum",
-    "critical point of undetermined type",
-    "channel to infinity",
-    "not near a critical point",
-    "not refined",
-)
-#: A refined point with a weight above this is read as a channel to infinity.
-INFINITY_WEIGHT = 1e3
-_SADDLES = (Kind.STRICT_SADDLE, Kind.NON_STRICT_SADDLE)
+#: Evidence of a critical point at infinity in a refinement that did not converge.
+_INFINITY_CODES = (NoteCode.PARAMETERS_GREW, NoteCode.CHANNEL_PAIR, NoteCode.LARGE_WEIGHTS)
 
 
 def _plainly_minimal(net: TwoLayerNet, tol: float) -> bool:
@@ -74,8 +63,7 @@ def _plainly_minimal(net: TwoLayerNet, tol: float) -> bool:
     if m < 2 or not net.activation.analytic:
         return False
     w, a = net.W_aug, net.a
-    eps_sqrt = float(np.sqrt(torch.finfo(net.dtype).eps))
-    a_tol = eps_sqrt * max(1.0, float(a.abs().max()))
+    _, a_tol = default_tolerances(net)
     if float(torch.linalg.vector_norm(a, dim=1).min()) <= 2 * a_tol:
         return False
     if float(torch.linalg.vector_norm(w, dim=1).min()) <= 2 * tol:
@@ -96,12 +84,9 @@ class Plateau:
         loss: the loss at ``end``.
         width: effective width at ``end`` (:func:`~saddlemap.reduce` with the monitor's
             ``width_tol``).
-        verdict: one of :data:`VERDICTS`: ``"saddle of a narrower network"``, ``"saddle"``
-            (full width), ``"local minimum"``, ``"critical point of undetermined type"``,
-            ``"channel to infinity"``, ``"not near a critical point"``, or ``"not refined"``
-            when the monitor was built with ``refine=False``.
-        kind: the :class:`~saddlemap.Kind` value of the refined point, if refined and
-            converged.
+        verdict: the :class:`~saddlemap.PlateauVerdict` (``NOT_REFINED`` when the monitor
+            was built with ``refine=False``).
+        kind: the :class:`~saddlemap.Kind` of the refined point, if refined and converged.
         critical_point: the refinement of the network at ``end``, if refined.
     """
 
@@ -109,8 +94,8 @@ class Plateau:
     end: int
     loss: float
     width: int
-    verdict: str
-    kind: str | None
+    verdict: PlateauVerdict
+    kind: Kind | None
     critical_point: CriticalPoint | None
 
     @property
@@ -137,10 +122,10 @@ class PlateauMonitor:
     :func:`~saddlemap.find_critical_point` (50 iterations) refines it and
     :func:`~saddlemap.classify` classifies the result.  Verdict: converged and a (strict or
     non-strict) saddle whose reduction (tolerance ``width_tol``) is narrower than the
-    network → ``"saddle of a narrower network"`` (full width: ``"saddle"``); converged and a
-    local minimum → ``"local minimum"``; not converged with a warning about infinity or a
-    weight above 1e3 → ``"channel to infinity"``; otherwise ``"not near a critical
-    point"``.
+    network → ``NARROWER_SADDLE`` (full width: ``SADDLE``); converged and a local minimum →
+    ``LOCAL_MINIMUM``; not converged with evidence of infinity (parameters that grew, a
+    diverging pair, weights above ``tolerances.weight_limit``) → ``CHANNEL_TO_INFINITY``;
+    otherwise ``NOT_NEAR_CRITICAL``.
 
     Args:
         data: the training data (the loss, gradient and refinement use it).
@@ -151,6 +136,7 @@ class PlateauMonitor:
             nearly identical count as one).
         every: compute the effective width every this many steps (forward-filled between).
         refine: refine and classify the network at each plateau's end.
+        tolerances: the tolerances of the refinement and classification.
 
     Attributes:
         plateaus: the closed plateaus, in order.
@@ -175,11 +161,13 @@ class PlateauMonitor:
         width_tol: float = 1e-3,
         every: int = 10,
         refine: bool = True,
+        tolerances: Tolerances | None = None,
     ) -> None:
-        if window < 1 or min_length < 1 or every < 1:
-            raise ValueError("window, min_length and every must be ≥ 1")
-        if not (rtol >= 0 and width_tol >= 0):
-            raise ValueError("rtol and width_tol must be ≥ 0")
+        if not all(isinstance(v, int) and v >= 1 for v in (window, min_length, every)):
+            raise OptionError("window, min_length and every must be integers ≥ 1")
+        if not all(isinstance(v, (int, float)) and 0 <= v < math.inf for v in (rtol, width_tol)):
+            raise OptionError("rtol and width_tol must be finite numbers ≥ 0")
+        self.tolerances = tolerances or Tolerances()
         self.data = data
         self.window, self.rtol, self.min_length = int(window), float(rtol), int(min_length)
         self.width_tol, self.every, self.refine = float(width_tol), int(every), bool(refine)
@@ -280,7 +268,7 @@ class PlateauMonitor:
             self.plateaus.append(plateau)
             self.events.append(
                 f"step {step}: plateau {start}–{step} ({plateau.duration} steps) ended at loss "
-                f"{loss:.4g}, width {plateau.width}: {plateau.verdict}"
+                f"{loss:.4g}, width {plateau.width}: {plateau.verdict.value}"
             )
         self._run_start, self._run_length, self._announced = None, 0, False
 
@@ -288,29 +276,27 @@ class PlateauMonitor:
     def _analyse(self, start: int, end: int, net: TwoLayerNet, loss: float) -> Plateau:
         width = self._effective_width(net)
         if not self.refine:
-            return Plateau(start, end, loss, width, "not refined", None, None)
+            return Plateau(start, end, loss, width, PlateauVerdict.NOT_REFINED, None, None)
         data = self.data.to(net.dtype, net.device)
         try:
-            cp = find_critical_point(net, data, max_iter=50)
-            kind: Kind | None = classify(cp.net, data).kind if cp.converged else None
+            cp = find_critical_point(net, data, tolerances=self.tolerances, max_iter=50)
+            kind = classify(cp.net, data, tolerances=self.tolerances).kind if cp.converged else None
         except Exception as exc:  # a failed refinement must not stop training
             self.events.append(f"step {end}: refinement failed: {exc}")
-            return Plateau(start, end, loss, width, "not near a critical point", None, None)
-        return Plateau(start, end, loss, width, self._verdict(cp, kind),
-                       None if kind is None else kind.value, cp)
+            return Plateau(start, end, loss, width, PlateauVerdict.NOT_NEAR_CRITICAL, None, None)
+        return Plateau(start, end, loss, width, self._verdict(cp, kind), kind, cp)
 
-    def _verdict(self, cp: CriticalPoint, kind: Kind | None) -> str:
-        if cp.converged and kind in _SADDLES:
+    def _verdict(self, cp: CriticalPoint, kind: Kind | None) -> PlateauVerdict:
+        if cp.converged and kind is not None and kind.is_saddle:
             narrower = self._effective_width(cp.net) < cp.net.width
-            return "saddle of a narrower network" if narrower else "saddle"
-        if cp.converged and kind is Kind.LOCAL_MINIMUM:
-            return "local minimum"
+            return PlateauVerdict.NARROWER_SADDLE if narrower else PlateauVerdict.SADDLE
+        if cp.converged and kind in (Kind.LOCAL_MINIMUM, Kind.GLOBAL_MINIMUM):
+            return PlateauVerdict.LOCAL_MINIMUM
         if cp.converged and kind is not Kind.NOT_CRITICAL:
-            return "critical point of undetermined type"
-        big = float(cp.net.flatten().abs().max()) > INFINITY_WEIGHT if cp.net.num_params else False
-        if not cp.converged and (big or any("infinity" in w for w in cp.warnings)):
-            return "channel to infinity"
-        return "not near a critical point"
+            return PlateauVerdict.UNDETERMINED
+        if not cp.converged and any(cp.has(code) for code in _INFINITY_CODES):
+            return PlateauVerdict.CHANNEL_TO_INFINITY
+        return PlateauVerdict.NOT_NEAR_CRITICAL
 
     def finish(self) -> list[Plateau]:
         """Close a plateau still open at the last observed step; return :attr:`plateaus`.
@@ -334,29 +320,3 @@ class PlateauMonitor:
             "grad_norm": np.asarray(self._grad, dtype=np.float64),
             "width": np.asarray(self._width, dtype=np.int64),
         }
-
-    def plot(self, ax: Axes | None = None) -> Axes:
-        """Loss and gradient norm with the plateaus shaded and labelled by verdict.
-
-        The effective width is drawn as a step line on a third axis, offset to the right.
-
-        Args:
-            ax: draw here; a new figure when None.
-
-        Returns:
-            The Axes of the loss.
-        """
-        from .plots import plot_training
-
-        h = self.history
-        ax = plot_training(
-            History(h["step"], h["loss"], h["grad_norm"]), ax=ax,
-            plateaus=[(p.start, p.end, p.verdict) for p in self.plateaus],
-        )
-        third: Any = ax.twinx()
-        third.spines["right"].set_position(("axes", 1.15))
-        third.step(h["step"], h["width"], where="post", color="tab:green", label="width")
-        third.set_ylabel("effective width", color="tab:green")
-        top = int(h["width"].max()) if h["width"].size else 1
-        third.set_ylim(-0.2, top + 0.5)
-        return ax

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from ._torch_interop import Parts, check_same_function, from_module, from_state_dict, to_sequential
 from .activations import Activation, get_activation
 from .data import as_tensor
 from .errors import DataError, ModelError
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 __all__ = ["ParamLayout", "TwoLayerNet"]
 
@@ -274,9 +273,7 @@ class TwoLayerNet:
     # ------------------------------------------------------------------- torch interop
     def to_torch(self) -> torch.nn.Sequential:
         """``nn.Sequential(Linear(d, m), activation, Linear(m, K))`` with these parameters."""
-        from ._torch_interop import to_sequential
-
-        return to_sequential(self)
+        return to_sequential(Parts(self.a, self.W, self.b, self.c, self.activation))
 
     @classmethod
     def from_torch(
@@ -287,9 +284,9 @@ class TwoLayerNet:
         The conversion is checked by comparing outputs on random probe inputs.  ``dtype=None``
         keeps the module's dtype; the default casts to float64 for analysis.
         """
-        from ._torch_interop import from_module
-
-        return from_module(module, dtype)
+        net = cls._from_parts(from_module(module), dtype)
+        check_same_function(module, lambda X: net(X.to(net.dtype).to(net.device)), net.input_dim)
+        return net
 
     @classmethod
     def from_state_dict(
@@ -299,9 +296,12 @@ class TwoLayerNet:
         dtype: torch.dtype | None = torch.float64,
     ) -> TwoLayerNet:
         """Read the two Linear layers of a ``state_dict`` (their weights in key order)."""
-        from ._torch_interop import from_state_dict
+        return cls._from_parts(from_state_dict(state_dict, activation), dtype)
 
-        return from_state_dict(state_dict, activation, dtype)
+    @classmethod
+    def _from_parts(cls, parts: Parts, dtype: torch.dtype | None) -> TwoLayerNet:
+        return cls(parts.a, parts.W, b=parts.b, c=parts.c, activation=parts.activation,
+                   dtype=dtype)
 
     def __repr__(self) -> str:
         extras = "".join(

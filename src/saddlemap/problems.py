@@ -40,7 +40,7 @@ import torch
 
 from .activations import Activation, get_activation
 from .data import Dataset
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, OptionError
 from .network import TwoLayerNet
 
 __all__ = ["TeacherStudent", "TeacherStudentSettings", "teacher_student"]
@@ -247,7 +247,7 @@ def teacher_student(
             ``orthonormal`` with teacher_width > d, or a given teacher whose d or K differs
             (or combined with ``orthonormal``/``teacher_scale``).
         DataError: d or n below 1, negative noise, unknown ``inputs``, a non-floating dtype.
-        ValueError: a negative seed.
+        OptionError: a negative seed.
 
     >>> prob = teacher_student(teacher_width=2, width=2, d=3, n=7, orthonormal=True)
     >>> W = prob.teacher.W
@@ -267,7 +267,7 @@ def teacher_student(
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise DataError(f"dtype must be a floating torch dtype, got {dtype!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}")
+        raise OptionError(f"seed must be an integer ≥ 0, got {seed!r}")
     act = get_activation(activation)
     gens = _generators(int(seed))
 

@@ -25,15 +25,17 @@ costs O(m log m), not O(m²).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .activations import Symmetry
+from .errors import OptionError
 from .network import TwoLayerNet
+from .tolerances import Tolerances
 
-__all__ = ["Reduction", "reduce"]
+__all__ = ["Reduction", "canonical_signs", "default_tolerances", "reduce"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,12 +86,22 @@ class Reduction:
         return self.rank_deficiency == 0
 
 
-def _default_tol(net: TwoLayerNet) -> float:
-    scale = max(1.0, float(net.W_aug.abs().max()) if net.width else 1.0)
-    return float(np.sqrt(torch.finfo(net.dtype).eps)) * scale
+def default_tolerances(
+    net: TwoLayerNet, tolerances: Tolerances | None = None
+) -> tuple[float, float]:
+    """(tol, a_tol): ``merge`` · max(1, max|w̃|) for input weights, · max(1, max|a|) for outputs."""
+    merge = (tolerances or Tolerances()).resolved(net.dtype).merge_value
+    w_scale = max(1.0, float(net.W_aug.abs().max()) if net.width else 1.0)
+    a_scale = max(1.0, float(net.a.abs().max()) if net.width else 1.0)
+    return merge * w_scale, merge * a_scale
 
 
-def _canonical_signs(w_aug: torch.Tensor) -> torch.Tensor:
+def _check_tolerance(value: float | None, name: str) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+        raise OptionError(f"{name} must be a finite number ≥ 0, got {value!r}")
+
+
+def canonical_signs(w_aug: torch.Tensor) -> torch.Tensor:
     """+1 or −1 per row so that the first nonzero coordinate becomes positive."""
     nonzero = w_aug != 0
     first = nonzero.to(torch.uint8).argmax(1)  # 0 for an all-zero row, whose sign stays +1
@@ -127,7 +139,7 @@ def _canonicalise(net: TwoLayerNet, tol: float) -> _Work:
         return work
     if sym not in (Symmetry.ODD, Symmetry.ODD_PLUS_CONSTANT, Symmetry.ODD_PART_LINEAR):
         return work
-    signs = _canonical_signs(w)
+    signs = canonical_signs(w)
     flipped = signs < 0
     if not bool(flipped.any()):
         return work
@@ -209,6 +221,7 @@ def reduce(
     a_tol: float | None = None,
     num_probes: int = 64,
     check_rank: bool = True,
+    tolerances: Tolerances | None = None,
 ) -> Reduction:
     """Apply the critical reduction operator to ``net`` (see the module docstring).
 
@@ -216,15 +229,23 @@ def reduce(
         net: the network to reduce.
         X: data inputs; the output change and the dependence check use them with
             ``num_probes`` random Gaussian probe points.
-        tol: equal-weight tolerance; default √ε · max(1, max|w̃|).
-        a_tol: zero output-weight tolerance; default √ε · max(1, max|a|).
+        tol: equal-weight tolerance (absolute); default ``tolerances.merge`` · max(1, max|w̃|).
+        a_tol: zero output-weight tolerance (absolute); default ``tolerances.merge`` ·
+            max(1, max|a|).
         num_probes: random probe inputs for the checks.
         check_rank: look for remaining linear dependence (an SVD of size probes × r).
+        tolerances: where the default ``tol`` and ``a_tol`` come from (``merge``: √ε).
+
+    Raises:
+        OptionError: a negative, NaN or infinite tolerance, or ``num_probes`` < 0.
     """
-    tol = _default_tol(net) if tol is None else tol
-    eps_sqrt = float(np.sqrt(torch.finfo(net.dtype).eps))
-    if a_tol is None:
-        a_tol = eps_sqrt * max(1.0, float(net.a.abs().max()) if net.width else 1.0)
+    _check_tolerance(tol, "tol")
+    _check_tolerance(a_tol, "a_tol")
+    if not (isinstance(num_probes, int) and num_probes >= 0):
+        raise OptionError(f"num_probes must be an integer ≥ 0, got {num_probes!r}")
+    default_tol, default_a_tol = default_tolerances(net, tolerances)
+    tol = default_tol if tol is None else float(tol)
+    a_tol = default_a_tol if a_tol is None else float(a_tol)
     work = _canonicalise(net, tol)
     sigma0 = float(net.activation.fn(torch.zeros(1, dtype=net.dtype))[0])
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []

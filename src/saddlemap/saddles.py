@@ -1,4 +1,4 @@
-"""Which critical points are saddles, with a witness a user can check (THEORY §7).
+"""Which critical points are saddles, with a witness a user can check (docs/theory.md §7).
 
 The main theorem of Zhang, Zhang & Luo (arXiv:2405.17501): if the output function f of a
 non-global critical set can be computed by a narrower network, Q_m(f) contains saddle
@@ -30,38 +30,30 @@ branches.  The constructive proofs give the witnesses used here:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .critical_points import CriticalPoint, Verdict, certify
+from .analysis import Analysis, as_analysis
+from .critical_points import CriticalPoint, certify
 from .critical_set import Branch, CriticalSet, Decomposition
 from .data import Dataset
-from .derivatives import hessian, residual_function
+from .derivatives import residual_function
 from .network import TwoLayerNet
+from .tolerances import Tolerances
+from .verdicts import BranchVerdict, Kind, SplitRegion, Verdict
 
 __all__ = [
     "Classification",
     "EscapeCurve",
-    "Kind",
     "SaddleBranch",
     "SplitRule",
+    "branch_verdict",
     "classify",
     "saddle_branches",
     "splitting_rule",
 ]
-
-
-class Kind(enum.Enum):
-    """What a critical point is, settled by the spectrum and the theory together."""
-
-    STRICT_SADDLE = "strict saddle"
-    NON_STRICT_SADDLE = "non-strict saddle"
-    LOCAL_MINIMUM = "local minimum"
-    UNDETERMINED = "undetermined at second order"
-    NOT_CRITICAL = "not critical"
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +107,7 @@ class SplitRule:
     K: torch.Tensor
     eigenvalues: np.ndarray
     zero_tol: float
-    intervals: tuple[tuple[float, float, str], ...]
+    intervals: tuple[tuple[float, float, SplitRegion], ...]
 
     @property
     def inertia(self) -> tuple[int, int, int]:
@@ -125,30 +117,33 @@ class SplitRule:
         return int((lam > tol).sum()), int((abs(lam) <= tol).sum()), int((lam < -tol).sum())
 
 
-def splitting_rule(star: TwoLayerNet, data: Dataset, zero_rtol: float = 1e-8) -> list[SplitRule]:
+def splitting_rule(
+    star: TwoLayerNet, data: Dataset, *, tolerances: Tolerances | None = None
+) -> list[SplitRule]:
     """K_j = G_{a_j*}(w̃_j*) and the labelled splitting line for every neuron of ``star``.
 
-    Intervals (THEORY §7.3): K_j indefinite: strict saddle for λ ∉ {0, 1}; K_j ≻ 0: strict
-    saddle outside [0, 1], local minimum inside if θ* is a strict local minimum; K_j ≺ 0: the
-    reverse; semidefinite singular: strict on the side where λ(1 − λ)ξᵀKξ < 0 is possible,
-    undetermined on the other; λ ∈ {0, 1}: non-strict saddle.
+    Intervals (docs/theory.md §7.3): K_j indefinite: strict saddle for λ ∉ {0, 1}; K_j ≻ 0:
+    strict saddle outside [0, 1], local minimum inside if θ* is a strict local minimum;
+    K_j ≺ 0: the reverse; semidefinite singular: strict on the side where λ(1 − λ)ξᵀKξ < 0
+    is possible, undetermined on the other; λ ∈ {0, 1}: non-strict saddle.  An eigenvalue μ
+    of K_j is zero when |μ| ≤ ``tolerances.kernel`` · max(max|μ|, Σ_i ‖e_i‖₁).
     """
     rf = residual_function(star, data)
+    rtol = (tolerances or Tolerances()).kernel
     rules = []
     for j in range(star.width):
         K = rf.G(star.W_aug[j], star.a[j])
         lam = torch.linalg.eigvalsh(K).cpu().numpy()
-        tol = zero_rtol * max(float(np.abs(lam).max()), float(rf.e.abs().sum()))
+        tol = rtol * max(float(np.abs(lam).max()), float(rf.e.abs().sum()))
         pos, neg = bool((lam > tol).any()), bool((lam < -tol).any())
-        inside = "strict saddle" if neg else "local minimum (if θ* is a strict minimum)"
-        outside = "strict saddle" if pos else "undetermined at second order"
-        if pos and not neg and not bool((abs(lam) <= tol).any()):
-            inside = "local minimum (if θ* is a strict minimum)"
+        inside = SplitRegion.STRICT_SADDLE if neg else SplitRegion.LOCAL_MINIMUM
+        outside = SplitRegion.STRICT_SADDLE if pos else SplitRegion.UNDETERMINED
         if not pos and not neg:
-            inside = outside = "undetermined at second order"
+            inside = outside = SplitRegion.UNDETERMINED
         intervals = (
-            (-np.inf, 0.0, outside), (0.0, 0.0, "non-strict saddle"), (0.0, 1.0, inside),
-            (1.0, 1.0, "non-strict saddle"), (1.0, np.inf, outside),
+            (-np.inf, 0.0, outside), (0.0, 0.0, SplitRegion.NON_STRICT_SADDLE),
+            (0.0, 1.0, inside), (1.0, 1.0, SplitRegion.NON_STRICT_SADDLE),
+            (1.0, np.inf, outside),
         )
         rules.append(SplitRule(j, K, lam, tol, intervals))
     return rules
@@ -185,34 +180,44 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def _null_witness(
-    net: TwoLayerNet, data: Dataset, k: int, H: torch.Tensor, grad_tol: float
-) -> tuple[torch.Tensor | None, EscapeCurve | None, str]:
-    """Direction (regular point of Z_f) or escape curve (singular point) for null neuron k."""
-    rf = residual_function(net, data)
+    an: Analysis, k: int, zero_tol: float
+) -> tuple[torch.Tensor | None, EscapeCurve, str]:
+    """For null neuron k: a negative-curvature direction, if any, and always an escape curve.
+
+    The direction is the lowest eigenvector of the neuron's own Hessian block when its
+    eigenvalue is below −``zero_tol``.
+
+    Neuron k's block is [[Σ σ² h_i, ∇φ], [∇φᵀ, 0]]: indefinite when ∇φ(w̃_k) ≠ 0 (for the
+    squared loss its minimum is −‖g‖⁴/A along (−‖g‖²/A, g), docs/theory.md §7.2).  The curve
+    w̃_k + tu, a_k = −φ/M lowers R wherever φ ≠ 0; u follows ∇φ at a regular point of Z_f and
+    the largest curvature of φ at a singular one (φ(w̃ + tu) ≈ ½t² uᵀ∇²φ u).
+    """
+    net, rf = an.net, an.residual_function
     w = net.W_aug[k]
-    g = float(torch.linalg.matrix_norm(rf.grad(w)))
-    if g > 1e3 * grad_tol:
-        # Neuron k's block is [[Σ σ² h_i, ∇φ], [∇φᵀ, 0]]: indefinite when ∇φ ≠ 0 (for the
-        # squared loss its minimum is −‖g‖⁴/A along (−‖g‖²/A, g), THEORY §7.2).
-        sl = net.layout.neuron_slice(k)
-        lam, vecs = torch.linalg.eigh(H[sl, sl])
+    point = an.zero_set.point(w)
+    sl = net.layout.neuron_slice(k)
+    lam, vecs = torch.linalg.eigh(an.block(sl))
+    if point.regular:
+        u = torch.linalg.svd(rf.grad(w))[2][0]
+    else:
+        eye = torch.eye(net.output_dim, dtype=net.dtype, device=net.device)
+        best = max(
+            (torch.linalg.eigh(rf.G(w, eye[c])) for c in range(net.output_dim)),
+            key=lambda pair: float(pair[0].abs().max()),
+        )
+        u = best[1][:, int(best[0].abs().argmax())]
+    curve = EscapeCurve(net, an.data, k, _unit(u))
+    where = "regular" if point.regular else "singular"
+    if float(lam[0]) < -zero_tol:
         v = torch.zeros(net.num_params, dtype=net.dtype, device=net.device)
         v[sl] = vecs[:, 0]
-        return v, None, (
-            f"null neuron {k} at a regular point of Z_f (‖∇φ‖ = {g:.2e}): its own Hessian "
-            f"block has eigenvalue {float(lam[0]):.3e}"
+        return v, curve, (
+            f"null neuron {k} at a {where} point of Z_f (‖∇φ‖ = {point.grad_norm:.2e}): its own "
+            f"Hessian block has eigenvalue {float(lam[0]):.3e}"
         )
-    # singular point: φ(w̃ + tu) ≈ ½t² uᵀ∇²φ u, so take u along the largest curvature of φ
-    K = net.output_dim
-    eye = torch.eye(K, dtype=net.dtype, device=net.device)
-    best = max(
-        (torch.linalg.eigh(rf.G(w, eye[c])) for c in range(K)),
-        key=lambda pair: float(pair[0].abs().max()),
-    )
-    u = best[1][:, int(best[0].abs().argmax())]
-    return None, EscapeCurve(net, data, k, _unit(u)), (
-        f"null neuron {k} at a singular point of Z_f (‖∇φ‖ = {g:.1e}): non-strict; escape "
-        "curve w̃_k + tu with a_k = −φ/M"
+    return None, curve, (
+        f"null neuron {k} at a {where} point of Z_f (‖∇φ‖ = {point.grad_norm:.1e}): "
+        "non-strict; escape curve w̃_k + tu with a_k = −φ/M"
     )
 
 
@@ -244,21 +249,27 @@ def _split_witness(
 
 
 def classify(
-    net: TwoLayerNet,
-    data: Dataset,
-    zero_rtol: float | None = None,
-    certificate: CriticalPoint | None = None,
+    net: TwoLayerNet | Analysis,
+    data: Dataset | None = None,
+    *,
+    tolerances: Tolerances | None = None,
 ) -> Classification:
-    """Classify a point with the spectrum and the saddle theory (THEORY §7).
+    """Classify a point with the spectrum and the saddle theory (docs/theory.md §7).
 
-    Order of evidence: not critical → negative eigenvalue (strict saddle, its eigenvector) →
-    theory for PSD Hessians: a null neuron (strict with a constructed direction at a regular
-    point of Z_f; non-strict with an escape curve at a singular one), a split cluster
-    (Fukumizu–Amari) → local minimum when θ* is a strict minimum and every split has
-    K_j ≻ 0 with positive ratios → otherwise undetermined, saying what was checked.
-    ``certificate`` reuses a :func:`certify` of this very ``net`` instead of computing it.
+    Order of evidence: not critical → vanishing residuals (a global minimum) → negative
+    eigenvalue (strict saddle, its eigenvector) → theory for PSD Hessians: a null neuron
+    (strict where its own Hessian block is indefinite, otherwise non-strict with an escape
+    curve), a split cluster (Fukumizu–Amari) → local minimum when θ* is a strict minimum and
+    every split has K_j ≻ 0 with positive ratios → otherwise undetermined, saying what was
+    checked.  ``net`` may be an :class:`~saddlemap.Analysis`: its certificate, Hessian and
+    critical set are reused, and the classification is kept in it.
     """
-    cert = certificate if certificate is not None else certify(net, data, zero_rtol=zero_rtol)
+    an = as_analysis(net, data, tolerances)
+    return an.memo("classification", lambda: _classify(an))
+
+
+def _classify(an: Analysis) -> Classification:
+    net, cert = an.net, certify(an)
     evidence = []
     if not net.activation.analytic:
         evidence.append(
@@ -268,49 +279,53 @@ def classify(
         return Classification(Kind.NOT_CRITICAL, cert, evidence=(
             *evidence, f"‖∇R‖ = {cert.grad_norm:.2e} > {cert.grad_tol:.1e} ({cert.verdict.value})"
         ))
+    if an.is_global:
+        return Classification(Kind.GLOBAL_MINIMUM, cert, evidence=(
+            *evidence, f"every residual vanishes (R = {cert.loss:.3g}): a global minimum, where "
+            "every representation of the output is critical and nothing lowers R",
+        ))
     spec = cert.spectrum
-    H = hessian(net, data)
     if cert.verdict is Verdict.STRICT_SADDLE and spec.eigenvectors is not None:
-        v = torch.as_tensor(spec.eigenvectors[:, 0], dtype=net.dtype, device=net.device)
+        v = _unit(torch.as_tensor(spec.eigenvectors[:, 0], dtype=net.dtype, device=net.device))
         return Classification(
-            Kind.STRICT_SADDLE, cert, _unit(v), float(v @ H @ v),
+            Kind.STRICT_SADDLE, cert, v, an.curvature(v),
             evidence=(*evidence, f"λ_min = {spec.min:.3e} < −{spec.zero_tol:.1e}: eigenvector"),
         )
-    cs = CriticalSet(net, data, check=False)
+    cs = an.memo("critical_set", lambda: CriticalSet(an, check=False))
     dec = cs.decompose(net)
     if not dec.ok:
         evidence.append("the network does not decompose into Q_m(f): " + "; ".join(dec.reasons))
         kind = Kind.LOCAL_MINIMUM if cert.verdict is Verdict.STRICT_MINIMUM else Kind.UNDETERMINED
         return Classification(kind, cert, evidence=tuple(evidence))
-    return _classify_psd(net, data, cert, cs, dec, H, evidence)
+    return _classify_psd(an, cert, cs, dec, evidence)
 
 
 def _classify_psd(
-    net: TwoLayerNet, data: Dataset, cert: CriticalPoint, cs: CriticalSet, dec: Decomposition,
-    H: torch.Tensor, evidence: list[str],
+    an: Analysis, cert: CriticalPoint, cs: CriticalSet, dec: Decomposition, evidence: list[str],
 ) -> Classification:
+    net, zero_tol = an.net, cert.spectrum.zero_tol
     for k in dec.nulls:
-        v, curve, note = _null_witness(net, data, k, H, cert.grad_tol)
+        v, curve, note = _null_witness(an, k, zero_tol)
         if v is not None:
-            return Classification(Kind.STRICT_SADDLE, cert, v, float(v @ H @ v),
+            return Classification(Kind.STRICT_SADDLE, cert, v, an.curvature(v),
                                   evidence=(*evidence, note))
         return Classification(Kind.NON_STRICT_SADDLE, cert, curve=curve, evidence=(*evidence, note))
-    rules = splitting_rule(cs.star, data)
-    star_cert = certify(cs.star, data)
+    rules = splitting_rule(cs.star, an.data, tolerances=an.tolerances)
+    star_cert = certify(cs.star, an.data, tolerances=an.tolerances)
     all_definite = True
     for j, members in enumerate(dec.clusters):
         if len(members) < 2:
             continue
         a_canon = np.array([dec.signs[k] * float(net.a[k] @ cs.star.a[j]) for k in members])
         ratios = a_canon / float(cs.star.a[j] @ cs.star.a[j])
-        if (np.abs(ratios) <= 1e-12).any():
+        if (np.abs(ratios) <= an.tolerances.ratio).any():
             k = members[int(np.argmin(np.abs(ratios)))]
-            _, curve, note = _null_witness(net, data, k, H, cert.grad_tol)
+            _, curve, note = _null_witness(an, k, zero_tol)
             return Classification(Kind.NON_STRICT_SADDLE, cert, curve=curve,
                                   evidence=(*evidence, f"ratio 0 in cluster {j}: " + note))
         v = _split_witness(cs.star, rules[j], list(members), ratios, net, dec.signs)
         if v is not None:
-            return Classification(Kind.STRICT_SADDLE, cert, v, float(v @ H @ v), evidence=(
+            return Classification(Kind.STRICT_SADDLE, cert, v, an.curvature(v), evidence=(
                 *evidence, f"cluster {j} split with ratios {np.round(ratios, 4).tolist()}, "
                 f"K_j inertia {rules[j].inertia}: Fukumizu–Amari direction",
             ))
@@ -333,16 +348,16 @@ class SaddleBranch:
 
     Attributes:
         branch: the branch type.
-        verdict: ``"saddle branch"`` (every point a saddle), ``"mixed"`` (saddles and local
-            minima, split by the sign pattern of the ratios), ``"contains minima"`` or
-            ``"undetermined"``.
+        verdict: the :class:`~saddlemap.BranchVerdict`: ``SADDLE_BRANCH`` (every point a
+            saddle), ``MIXED`` (saddles and local minima or undetermined points, split by the
+            sign pattern of the ratios) or ``UNDETERMINED``.
         regions: the sub-regions in words.
         point: a point of the branch where the witness holds.
         witness: its classification (direction with vᵀHv < 0, or an escape curve).
     """
 
     branch: Branch
-    verdict: str
+    verdict: BranchVerdict
     regions: str
     point: TwoLayerNet | None
     witness: Classification | None
@@ -351,50 +366,57 @@ class SaddleBranch:
 def saddle_branches(cs: CriticalSet, m: int, seed: int = 0) -> list[SaddleBranch]:
     """Every branch of Q_m(f) with its saddle verdict and, where it has one, a witness.
 
-    THEORY §7: a branch with a null neuron is a saddle branch (strict where the neuron sits at
-    a regular point of Z_f); a splitting branch is a saddle branch when some split cluster has
-    an indefinite K_j, and otherwise splits by the signs of the ratios (Fukumizu–Amari).  When
-    r < m the branch "θ* plus m − r null neurons" exists, so there is always a saddle branch.
+    docs/theory.md §7: a branch with a null neuron is a saddle branch (strict where the neuron
+    sits at a regular point of Z_f); a splitting branch is a saddle branch when some split
+    cluster has an indefinite K_j, and otherwise splits by the signs of the ratios
+    (Fukumizu–Amari).  When r < m the branch "θ* plus m − r null neurons" exists, so there is
+    always a saddle branch.
     """
-    rules = splitting_rule(cs.star, cs.data)
-    star_min = certify(cs.star, cs.data).verdict is Verdict.STRICT_MINIMUM
+    rules = splitting_rule(cs.star, cs.data, tolerances=cs.tolerances)
+    star_cert = certify(cs.star, cs.data, tolerances=cs.tolerances)
+    star_min = star_cert.verdict is Verdict.STRICT_MINIMUM
     out = []
     for b in cs.branches(m):
         if b.nulls == 0 and all(s == 1 for s in b.sizes):
             continue  # θ* itself (m = r)
-        verdict, regions = _branch_verdict(b, rules, star_min)
+        verdict, regions = branch_verdict(b, rules, star_min)
         point, witness = _branch_witness(cs, b, rules, verdict, seed)
         out.append(SaddleBranch(b, verdict, regions, point, witness))
     return out
 
 
-def _branch_verdict(b: Branch, rules: list[SplitRule], star_min: bool) -> tuple[str, str]:
+def branch_verdict(
+    b: Branch, rules: list[SplitRule], star_min: bool
+) -> tuple[BranchVerdict, str]:
+    """The verdict over branch ``b`` and its sub-regions in words, from the splitting rules."""
     if b.nulls:
-        return "saddle branch", "every point: a null neuron escapes (THEORY §7.1)"
+        return BranchVerdict.SADDLE_BRANCH, (
+            "every point: a null neuron escapes (docs/theory.md §7.1)")
     split = [j for j, s in enumerate(b.sizes) if s > 1]
     inertias = [rules[j].inertia for j in split]
     if any(pos and neg for pos, _, neg in inertias):
-        return "saddle branch", "every point with nonzero ratios: K_j indefinite"
+        return BranchVerdict.SADDLE_BRANCH, "every point with nonzero ratios: K_j indefinite"
     if all(zero == 0 and neg == 0 for _, zero, neg in inertias):
         minima = "local minima" if star_min else "undetermined (θ* is not a strict minimum)"
-        return "mixed", f"a negative ratio: strict saddle; all ratios in (0, 1): {minima}"
+        return BranchVerdict.MIXED, (
+            f"a negative ratio: strict saddle; all ratios in (0, 1): {minima}")
     if all(zero == 0 and pos == 0 for pos, zero, _ in inertias):
-        return "mixed", "two or more positive ratios: strict saddle; else undetermined"
-    return "undetermined", "semidefinite singular K_j: second order does not settle it"
+        return BranchVerdict.MIXED, "two or more positive ratios: strict saddle; else undetermined"
+    return BranchVerdict.UNDETERMINED, "semidefinite singular K_j: second order does not settle it"
 
 
 def _branch_witness(
-    cs: CriticalSet, b: Branch, rules: list[SplitRule], verdict: str, seed: int
+    cs: CriticalSet, b: Branch, rules: list[SplitRule], verdict: BranchVerdict, seed: int
 ) -> tuple[TwoLayerNet | None, Classification | None]:
     """A sampled point of the branch where the saddle shows, classified; None if none."""
-    if verdict == "undetermined":
+    if verdict is BranchVerdict.UNDETERMINED:
         return None, None
     for attempt in range(8):
         point = cs.sample(b, seed=seed + attempt)
         if b.nulls == 0:
             point = _with_negative_ratio(cs, b, rules, point, seed + attempt)
-        found = classify(point, cs.data)
-        if found.kind in (Kind.STRICT_SADDLE, Kind.NON_STRICT_SADDLE):
+        found = classify(point, cs.data, tolerances=cs.tolerances)
+        if found.kind.is_saddle:
             return point, found
     return None, None
 

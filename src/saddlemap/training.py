@@ -36,11 +36,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .data import Dataset
 from .derivatives import hessian, loss, loss_and_gradient
+from .errors import OptionError
 from .network import TwoLayerNet
-from .spectrum import dense_spectrum, spectrum
+from .spectral import dense_spectrum, spectrum
 
 __all__ = [
     "Callback",
@@ -169,7 +171,7 @@ def safe_step_size(
         The step size η > 0.
 
     Raises:
-        ValueError: ``safety`` outside (0, 1], or λ_max ≤ 0 (no positive curvature bounds
+        OptionError: ``safety`` outside (0, 1], or λ_max ≤ 0 (no positive curvature bounds
             the step: pass ``lr`` explicitly).
 
     >>> from saddlemap.problems import teacher_student
@@ -179,10 +181,10 @@ def safe_step_size(
     True
     """
     if not (0.0 < safety <= 1.0):
-        raise ValueError(f"safety must be in (0, 1], got {safety!r}")
+        raise OptionError(f"safety must be in (0, 1], got {safety!r}")
     lam = _lambda_max(net, data, seed)
     if not (math.isfinite(lam) and lam > 0.0):
-        raise ValueError(
+        raise OptionError(
             f"the Hessian has no positive eigenvalue (λ_max = {lam:.3g}), so no curvature "
             "bounds the gradient step; pass lr explicitly"
         )
@@ -201,7 +203,7 @@ def freeze_mask(net: TwoLayerNet, freeze: Sequence[str]) -> torch.Tensor:
         The mask, shape (P,), in the network's dtype and on its device.
 
     Raises:
-        ValueError: an unknown name, or ``"b"``/``"c"`` for a network without that bias.
+        OptionError: an unknown name, or ``"b"``/``"c"`` for a network without that bias.
 
     >>> net = TwoLayerNet([1.0, -2.0], [[0.5], [1.5]])
     >>> freeze_mask(net, ["a"]).tolist()
@@ -210,11 +212,11 @@ def freeze_mask(net: TwoLayerNet, freeze: Sequence[str]) -> torch.Tensor:
     names = (freeze,) if isinstance(freeze, str) else tuple(freeze)
     for name in names:
         if name not in _FREEZABLE:
-            raise ValueError(f"freeze: unknown parameter {name!r}; use 'a', 'W', 'b' or 'c'")
+            raise OptionError(f"freeze: unknown parameter {name!r}; use 'a', 'W', 'b' or 'c'")
     if "b" in names and net.b is None:
-        raise ValueError("freeze: 'b' given but the network has no hidden bias")
+        raise OptionError("freeze: 'b' given but the network has no hidden bias")
     if "c" in names and net.c is None:
-        raise ValueError("freeze: 'c' given but the network has no output bias")
+        raise OptionError("freeze: 'c' given but the network has no output bias")
     lay, d = net.layout, net.input_dim
 
     def keep(name: str, *shape: int) -> torch.Tensor:
@@ -340,15 +342,15 @@ def _check_args(
     optimizer: str, lr: float | None, steps: int, record_every: int, grad_tol: float
 ) -> None:
     if optimizer not in ("gd", "adam", "lbfgs"):
-        raise ValueError(f"optimizer must be 'gd', 'adam' or 'lbfgs', got {optimizer!r}")
+        raise OptionError(f"optimizer must be 'gd', 'adam' or 'lbfgs', got {optimizer!r}")
     if not grad_tol >= 0:
-        raise ValueError(f"grad_tol must be a number ≥ 0, got {grad_tol!r}")
+        raise OptionError(f"grad_tol must be a number ≥ 0, got {grad_tol!r}")
     if not _is_count(steps, 0):
-        raise ValueError(f"steps must be an integer ≥ 0, got {steps!r}")
+        raise OptionError(f"steps must be an integer ≥ 0, got {steps!r}")
     if not _is_count(record_every, 1):
-        raise ValueError(f"record_every must be an integer ≥ 1, got {record_every!r}")
+        raise OptionError(f"record_every must be an integer ≥ 1, got {record_every!r}")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        raise OptionError(f"lr must be a finite number > 0, got {lr!r}")
 
 
 @dataclass(frozen=True)
@@ -377,8 +379,6 @@ class _Criteria:
 def _progress_bar(progress: bool, steps: int) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=steps, desc="train", unit="step")
 
 
@@ -454,7 +454,7 @@ def train(
         stop reason and final step size.
 
     Raises:
-        ValueError: an unknown optimizer or freeze name, steps < 0, lr ≤ 0, grad_tol < 0,
+        OptionError: an unknown optimizer or freeze name, steps < 0, lr ≤ 0, grad_tol < 0,
             record_every < 1, or gd without lr where λ_max ≤ 0.
         DataError: data whose d or K does not match the network.
 

@@ -166,7 +166,7 @@ def read_npz(path: Path, error: type[SaddlemapError]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise TypeError("not an .npz archive")
+                raise error(f"{path}: not an .npz archive")
             return {key: archive[key] for key in archive.files}
     except Exception as exc:
         raise error(f"{path}: cannot read as an .npz file: {one_line(exc)}") from exc

@@ -7,7 +7,8 @@
 
 from .config import ConfigError, RunSpec, StudyConfig, load_config
 from .engines import ProcessEngine, RayEngine, SerialEngine, make_engine
-from .runner import Outcome, StudyReport, execute, run_one, run_study
+from .execution import Outcome, execute, run_one
+from .runner import StudyReport, run_study
 from .store import StudyStore
 from .summary import (
     Summary,

@@ -1,7 +1,7 @@
 """Engines: run many :class:`~saddlemap.study.config.RunSpec` and yield outcomes as they end.
 
-Every engine maps :func:`~saddlemap.study.runner.execute` over the specs and yields each
-:class:`~saddlemap.study.runner.Outcome` as soon as it arrives (in completion order); the
+Every engine maps :func:`~saddlemap.study.execution.execute` over the specs and yields each
+:class:`~saddlemap.study.execution.Outcome` as soon as it arrives (in completion order); the
 caller, in the parent process, writes it to the store.  Workers run one torch thread each.
 """
 
@@ -13,8 +13,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
+import torch
+
 from .config import ConfigError, RunSpec
-from .runner import Outcome, execute
+from .execution import Outcome, execute
 
 __all__ = ["Engine", "ProcessEngine", "RayEngine", "SerialEngine", "make_engine"]
 
@@ -29,8 +31,6 @@ class Engine(Protocol):
 
 def _init_worker() -> None:
     """Process-pool initializer: one torch thread per worker."""
-    import torch
-
     torch.set_num_threads(1)
 
 

@@ -24,8 +24,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import torch
+
+from .._version import __version__
 from .config import RunSpec, StudyConfig
-from .runner import Outcome
+from .execution import Outcome
 
 __all__ = ["PLATEAU_COLUMNS", "RUN_COLUMNS", "StudyStore"]
 
@@ -102,10 +105,6 @@ class StudyStore:
 
     def record_study(self, config: StudyConfig) -> None:
         """Add a ``study`` row: the config, the library versions and the time."""
-        import torch
-
-        from .._version import __version__
-
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         with self._transaction():
             self._conn.execute(

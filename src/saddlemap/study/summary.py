@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..verdicts import PlateauVerdict
 from .config import RunSpec
 from .store import PLATEAU_COLUMNS, StudyStore
 
@@ -27,8 +28,8 @@ __all__ = [
     "summarize",
 ]
 
-#: The PlateauMonitor verdict of a plateau at a saddle embedded from a narrower network.
-NARROWER_VERDICT = "saddle of a narrower network"
+#: The stored verdict of a plateau at a saddle embedded from a narrower network.
+NARROWER_VERDICT = PlateauVerdict.NARROWER_SADDLE.value
 _SPEC_FIELDS = tuple(RunSpec.__dataclass_fields__)
 
 

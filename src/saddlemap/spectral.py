@@ -26,6 +26,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .data import Dataset
 from .derivatives import HessianOperator, hessian, hessian_operator
+from .errors import OptionError
 from .network import TwoLayerNet
 
 __all__ = [
@@ -199,7 +200,7 @@ def lanczos_spectrum(
     """
     P = op.shape[0]
     if k < 1 or k * (2 if which == "both" else 1) >= P:
-        raise ValueError(
+        raise OptionError(
             f"Lanczos needs 1 ≤ k and k per end below P = {P}, got k={k}; "
             "use the dense spectrum"
         )
@@ -251,4 +252,4 @@ def spectrum(
     if method == "lanczos":
         op = hessian_operator(net, data, batch_size)
         return lanczos_spectrum(op, k or 6, which, tol, zero_rtol, seed=seed)
-    raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
+    raise OptionError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")

@@ -1,0 +1,215 @@
+"""One analysis context per (network, data, tolerances): every expensive object made once.
+
+Certifying, classifying, decomposing into the critical set and diagnosing all read the same
+objects: the forward pass, R, ∇R, the Hessian (dense) or its matrix-free operator, the
+spectrum, the residual function φ_f and its zero set.  :class:`Analysis` computes each on
+first use and keeps it, and carries the resolved :class:`~saddlemap.Tolerances` that every
+decision of the analysis reads.  Functions of the later layers (``certify``, ``classify``,
+``CriticalSet``, ``diagnose``) accept an :class:`Analysis` in place of ``(net, data)`` and
+store their own results in it with :meth:`Analysis.memo`, so nothing is computed twice.
+
+>>> from saddlemap import Dataset, TwoLayerNet
+>>> data = Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
+>>> an = Analysis(TwoLayerNet([0.610515537972], [[1.433931221329]]), data)
+>>> an.grad_norm < an.grad_tol, an.spectrum is an.spectrum, an.dense
+(True, True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+import torch
+
+from ._forward import checked_data, forward
+from .data import Dataset
+from .derivatives import (
+    HessianOperator,
+    ResidualFunction,
+    hessian,
+    hessian_operator,
+    loss_and_gradient,
+    residual_function,
+)
+from .errors import OptionError
+from .network import TwoLayerNet
+from .spectral import DENSE_LIMIT, Spectrum, spectrum
+from .tolerances import Tolerances
+from .zero_set import ZeroSet
+
+__all__ = ["Analysis", "as_analysis", "grad_tolerance"]
+
+T = TypeVar("T")
+
+
+def grad_tolerance(net: TwoLayerNet, data: Dataset, tol: float = 1e-10) -> float:
+    """‖∇R‖ tolerance: ``tol``, or the rounding floor of ∇R where that is larger.
+
+    Each entry of ∇R is a sum of terms e_i σ(w̃_kᵀx̃_i), (a_kᵀe_i) σ'(·) x̃_i; rounding makes
+    its error about ε times the sum of their magnitudes, so the floor is
+    64 ε ‖|S|ᵀ|e|, (|e||a|ᵀ ⊙ |σ'|)ᵀ|X̃|‖ (large weights raise it).
+    """
+    fw = forward(net, checked_data(net, data), order=1)
+    abs_a = fw.S.abs().T @ fw.e.abs()
+    abs_w = ((fw.e.abs() @ net.a.abs().T) * fw.S1.abs()).T @ fw.X.abs()
+    terms = torch.cat([abs_a.flatten(), abs_w.flatten(), fw.e.abs().sum(0)])
+    eps = torch.finfo(net.dtype).eps
+    return max(tol, 64 * eps * float(torch.linalg.vector_norm(terms)))
+
+
+class Analysis:
+    """The shared, lazily computed objects of one (network, data, tolerances).
+
+    Args:
+        net: the network analysed.
+        data: its data (checked against the network once, here).
+        tolerances: the tolerances of every decision (default :class:`Tolerances`),
+            resolved for the network's dtype.
+        dense_limit: up to this many parameters the Hessian is formed densely; above it
+            only the matrix-free operator and Lanczos extremes are used.
+    """
+
+    def __init__(
+        self,
+        net: TwoLayerNet,
+        data: Dataset,
+        tolerances: Tolerances | None = None,
+        *,
+        dense_limit: int = DENSE_LIMIT,
+    ) -> None:
+        if not isinstance(net, TwoLayerNet):
+            raise OptionError(f"Analysis needs a TwoLayerNet, got {type(net).__name__}")
+        self.net = net
+        self.data = checked_data(net, data)
+        self.tolerances = (tolerances or Tolerances()).resolved(net.dtype)
+        self.dense_limit = int(dense_limit)
+        self._memo: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Analysis({self.net!r}, n={self.data.n}, cached={sorted(self._cached())})"
+
+    def _cached(self) -> list[str]:
+        return [*self._memo, *(k for k in vars(self) if k in _LAZY)]
+
+    @property
+    def dense(self) -> bool:
+        """Whether the Hessian is small enough to form densely."""
+        return self.net.num_params <= self.dense_limit
+
+    # ------------------------------------------------------------- first order
+    @cached_property
+    def _loss_and_gradient(self) -> tuple[float, torch.Tensor]:
+        return loss_and_gradient(self.net, self.data)
+
+    @property
+    def loss(self) -> float:
+        """R(θ)."""
+        return self._loss_and_gradient[0]
+
+    @property
+    def gradient(self) -> torch.Tensor:
+        """∇R(θ), flat."""
+        return self._loss_and_gradient[1]
+
+    @cached_property
+    def grad_norm(self) -> float:
+        """‖∇R‖."""
+        return float(torch.linalg.vector_norm(self.gradient))
+
+    @cached_property
+    def grad_tol(self) -> float:
+        """The ‖∇R‖ tolerance: ``tolerances.grad`` or the rounding floor of ∇R if larger."""
+        return grad_tolerance(self.net, self.data, self.tolerances.grad_value)
+
+    # ------------------------------------------------------------ second order
+    @cached_property
+    def hessian(self) -> torch.Tensor:
+        """The dense Hessian (only when :attr:`dense`; a clear error otherwise)."""
+        if not self.dense:
+            raise OptionError(
+                f"the network has {self.net.num_params} parameters, above the dense limit "
+                f"{self.dense_limit}: use the matrix-free operator"
+            )
+        return hessian(self.net, self.data)
+
+    @cached_property
+    def operator(self) -> HessianOperator:
+        """The matrix-free Hessian at θ (its residual blocks formed once)."""
+        return hessian_operator(self.net, self.data)
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for one vector (dense product when the Hessian is at hand)."""
+        if "hessian" in vars(self):
+            return self.hessian @ v
+        return self.operator.apply(v[:, None])[:, 0]
+
+    def block(self, sl: slice) -> torch.Tensor:
+        """The diagonal block H[sl, sl] (one batched product when matrix-free)."""
+        if "hessian" in vars(self) or self.dense:
+            return self.hessian[sl, sl]
+        P = self.net.num_params
+        E = torch.eye(P, dtype=self.net.dtype, device=self.net.device)[:, sl]
+        return self.operator.apply(E)[sl]
+
+    def curvature(self, v: torch.Tensor) -> float:
+        """vᵀ H v."""
+        return float(v @ self.hvp(v))
+
+    @cached_property
+    def spectrum(self) -> Spectrum:
+        """All eigenvalues (dense) or the 6 extreme pairs at each end (Lanczos)."""
+        zero = self.tolerances.zero_eig_value
+        if self.dense:
+            return spectrum(self.net, self.data, method="dense", zero_rtol=zero)
+        return spectrum(self.net, self.data, k=6, method="lanczos", zero_rtol=zero)
+
+    # ------------------------------------------------------------- the output
+    @cached_property
+    def residual_function(self) -> ResidualFunction:
+        """φ_f, ∇φ_f and G of the network's output function."""
+        return residual_function(self.net, self.data)
+
+    @cached_property
+    def zero_set(self) -> ZeroSet:
+        """Z_f with this analysis's tolerances."""
+        return ZeroSet(self.residual_function, self.tolerances)
+
+    @cached_property
+    def is_global(self) -> bool:
+        """Whether every residual vanishes (φ ≡ 0: every representation of f is a minimum)."""
+        e = self.residual_function.e
+        scale = max(1.0, float(self.data.targets.abs().max())) if self.data.n else 1.0
+        return float(e.abs().max()) * self.data.n <= 1e-12 * scale
+
+    # ------------------------------------------------------- later layers' results
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """The result stored under ``key``, computed by ``compute()`` on first use."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        value: T = self._memo[key]
+        return value
+
+
+_LAZY = {
+    "_loss_and_gradient", "grad_norm", "grad_tol", "hessian", "operator", "spectrum",
+    "residual_function", "zero_set", "is_global",
+}
+
+
+def as_analysis(
+    net: TwoLayerNet | Analysis, data: Dataset | None = None, tolerances: Tolerances | None = None
+) -> Analysis:
+    """``net`` itself when it is an :class:`Analysis`, else a new one of (net, data, tolerances).
+
+    Passing an Analysis together with other data or tolerances is an error: the context
+    already fixes them.
+    """
+    if isinstance(net, Analysis):
+        if (data is not None and data is not net.data) or tolerances is not None:
+            raise OptionError("pass either an Analysis or (net, data, tolerances), not both")
+        return net
+    if data is None:
+        raise OptionError("data is required with a network (or pass an Analysis)")
+    return Analysis(net, data, tolerances)
