@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -13,6 +14,10 @@ import saddlemap as sm
 torch.set_default_dtype(torch.float64)
 # The test problems are tiny: a second thread only adds contention on a 2-core machine.
 torch.set_num_threads(1)
+# Subprocesses (the CLI, the examples, study workers) inherit one thread each too: on 2 cores
+# oversubscribed BLAS/OpenMP threads make small operations 10-50x slower.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 CUSTOM = sm.custom_activation("tanh_cubed", lambda z: torch.tanh(z) ** 3, symmetry="odd")
 

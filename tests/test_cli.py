@@ -51,6 +51,7 @@ def test_help_lists_commands_and_examples() -> None:
         assert word in out.stdout
 
 
+@pytest.mark.e2e
 def test_diagnose_writes_report_and_json(files: dict[str, Path]) -> None:
     report = files["dir"] / "report"
     out = run("diagnose", str(files["saddle"]), str(files["data"]), "--out", str(report),
@@ -83,6 +84,7 @@ def test_branches_table(files: dict[str, Path]) -> None:
     assert any(b["verdict"] == "saddle branch" for b in record["branches"])
 
 
+@pytest.mark.e2e
 def test_demo_runs_and_writes_a_report(tmp_path: Path) -> None:
     out = run("demo", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr
@@ -120,6 +122,7 @@ def test_bad_input_gives_one_line_and_exit_code(files: dict[str, Path], make, ma
     assert match in lines[0]
 
 
+@pytest.mark.e2e
 def test_sklearn_pickle_round_trip_through_compress(tmp_path: Path) -> None:
     import pickle
     import warnings
@@ -147,6 +150,7 @@ def test_sklearn_pickle_round_trip_through_compress(tmp_path: Path) -> None:
     assert json.loads(diag.stdout)["model"]["width"] == 5
 
 
+@pytest.mark.e2e
 def test_study_run_and_summary(tmp_path: Path) -> None:
     config = tmp_path / "study.toml"
     config.write_text(

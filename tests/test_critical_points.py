@@ -19,7 +19,7 @@ from saddlemap.critical_points import (
 from saddlemap.verdicts import NoteCode, Verdict
 
 WORKED = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
-A_STAR, W_STAR = 0.610515537972, 1.433931221329  # THEORY §8, 12 digits
+A_STAR, W_STAR = 0.610515537972, 1.433931221329  # docs/theory.md §8, 12 digits
 
 
 def _dense_verdict(cp: CriticalPoint) -> Verdict:

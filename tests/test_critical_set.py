@@ -32,7 +32,7 @@ def test_pattern_counts_equal_brute_force(r: int, m: int, null: bool, signs: boo
 
 
 def test_theory_examples() -> None:
-    # THEORY §6: T(1,2)=3, T(2,3)=12, G(2,3)=6, G(3,4)=36
+    # docs/theory.md §6: T(1,2)=3, T(2,3)=12, G(2,3)=6, G(3,4)=36
     assert [count_patterns(1, 2), count_patterns(2, 3)] == [3, 12]
     assert [count_patterns(2, 3, null=False), count_patterns(3, 4, null=False)] == [6, 36]
 
@@ -82,7 +82,7 @@ def test_branch_points_are_critical_and_decompose(case: tuple) -> None:
             dec = cs.decompose(point)
             assert dec.ok, dec.reasons
             assert dec.branch_type == (b.sizes, b.nulls)
-            # kernel dimension ≥ branch dimension at branch points (THEORY §6)
+            # kernel dimension ≥ branch dimension at branch points (docs/theory.md §6)
             assert cert.inertia is not None and cert.inertia.zero >= b.dimension
             red = sm.reduce(point, data.X)
             assert red.width == cs.r

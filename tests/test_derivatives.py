@@ -86,7 +86,7 @@ def test_residual_function_gives_gradient_and_residual_blocks() -> None:
     rf = sm.residual_function(net, data)
     grad = sm.gradient(net, data).reshape(net.width, -1)
     K = net.output_dim
-    # ∂R/∂a_k = φ(w̃_k) and ∇_{w̃_k} R = ∇φ(w̃_k)ᵀ a_k (THEORY §2)
+    # ∂R/∂a_k = φ(w̃_k) and ∇_{w̃_k} R = ∇φ(w̃_k)ᵀ a_k (docs/theory.md §2)
     assert_close_scaled(rf.phi(net.W_aug), grad[:, :K], RTOL)
     grad_w = torch.einsum("pcd,pc->pd", rf.grad(net.W_aug), net.a)
     assert_close_scaled(grad_w, grad[:, K:], RTOL)

@@ -1,4 +1,4 @@
-"""Critical embedding operators (THEORY §5): outputs, Hessian identity, criticality, inertia."""
+"""Critical embedding operators (docs/theory.md §5): outputs, Hessian, criticality, inertia."""
 
 from __future__ import annotations
 
@@ -29,17 +29,17 @@ from saddlemap.verdicts import Verdict
 X_WORKED = [-2.0, -1.0, -0.5, 0.5, 1.0, 2.0]
 Y_WORKED = [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0]
 WORKED = sm.Dataset(X_WORKED, Y_WORKED)
-A_STAR, W_STAR = 0.610515537972, 1.433931221329  # THEORY §8, 12 digits
-MU_STAR = 0.0080687568  # a* G(w*): the splitting curvature of THEORY §8
+A_STAR, W_STAR = 0.610515537972, 1.433931221329  # docs/theory.md §8, 12 digits
+MU_STAR = 0.0080687568  # a* G(w*): the splitting curvature of docs/theory.md §8
 
-# one activation per symmetry class of THEORY §3
+# one activation per symmetry class of docs/theory.md §3
 ACTIVATIONS = ["tanh", "erf", "softplus", "sigmoid", "exp"]
 BIASES = {"no_bias": (False, False), "hidden_bias": (True, False), "both_biases": (True, True)}
 
 
 @functools.cache
 def _worked_point() -> sm.TwoLayerNet:
-    """The width-1 critical point of THEORY §8, refined to machine precision."""
+    """The width-1 critical point of docs/theory.md §8, refined to machine precision."""
     cp = find_critical_point(sm.TwoLayerNet([A_STAR], [[W_STAR]]), WORKED)
     assert cp.converged
     return cp.net
@@ -247,7 +247,7 @@ CRIT_MAKERS: dict[str, DataMaker] = {
 
 
 def _crit_params() -> list[tuple[CritCase, str]]:
-    # a neuron with a_k ≠ 0 sits on Z'_f only for K = 1 (THEORY §2): zero-sum groups at w̃_0
+    # a neuron with a_k ≠ 0 sits on Z'_f only for K = 1 (docs/theory.md §2): zero-sum groups at w̃_0
     return [
         (case, name) for case, name in itertools.product(CRIT_CASES, CRIT_MAKERS)
         if name != "zero_sum" or case.K == 1
@@ -358,7 +358,7 @@ def test_worked_example_three_fold_split_is_a_strict_saddle() -> None:
     assert emb.net.a.flatten().tolist() == pytest.approx([A_STAR, A_STAR, -A_STAR], abs=1e-11)
     cp = certify(emb.net, WORKED)
     assert cp.converged and cp.verdict is Verdict.STRICT_SADDLE
-    # THEORY §7.4: the copies' perturbation (½v, ½v, v) has curvature −μ/2, μ = a*G(w*) > 0
+    # docs/theory.md §7.4: the copies' perturbation (½v, ½v, v) has curvature −μ/2, μ = a*G(w*) > 0
     v = torch.tensor([0.0, 0.5, 0.0, 0.5, 0.0, 1.0])
     assert float(v @ sm.hessian(emb.net, WORKED) @ v) == pytest.approx(-MU_STAR / 2, abs=1e-10)
     assert cp.spectrum.min <= -MU_STAR / 3  # the Rayleigh quotient of that direction

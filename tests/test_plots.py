@@ -40,7 +40,7 @@ def star() -> sm.TwoLayerNet:
 
 @pytest.fixture(scope="module")
 def saddle_split(star: sm.TwoLayerNet) -> sm.TwoLayerNet:
-    """λ = 2 on the splitting line: a strict saddle (THEORY §8)."""
+    """λ = 2 on the splitting line: a strict saddle (docs/theory.md §8)."""
     return sm.split(star, 0, [2.0, -1.0]).net
 
 
@@ -177,7 +177,7 @@ def test_residual_function_1d(star, data, tmp_path):
     assert lo < -W_STAR and hi > W_STAR  # the range covers the neuron and its twin
     (zeros,) = [c for c in ax.collections if str(c.get_label()).startswith("zeros")]
     zs = np.sort(np.asarray(zeros.get_offsets())[:, 0])
-    np.testing.assert_allclose(zs, [-W_STAR, 0.0, W_STAR], atol=1e-5)  # THEORY §8
+    np.testing.assert_allclose(zs, [-W_STAR, 0.0, W_STAR], atol=1e-5)  # docs/theory.md §8
     faces = zeros.get_facecolors()[np.argsort(np.asarray(zeros.get_offsets())[:, 0])]
     assert list(faces[:, 3]) == [1.0, 0.0, 1.0]  # ±w* singular (filled), 0 regular (open)
     assert "3 zero(s)" in ax.get_title()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +27,22 @@ def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> N
     assert commands[0].endswith("saddlemap demo")
 
 
+def test_subprocesses_run_on_one_thread() -> None:
+    code = "import torch; print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_every_cited_theory_section_exists() -> None:
+    sections = set(re.findall(r"^##+ (\d+(?:\.\d+)?)", (ROOT / "docs" / "theory.md").read_text(),
+                              re.M))
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "README.md"]
+    cited = {s for f in files for s in re.findall(r"docs/theory\.md §(\d+(?:\.\d+)?)",
+                                                   f.read_text())}
+    assert len(cited) >= 10 and cited <= sections
+
+
+@pytest.mark.e2e
 def test_quickstart_example_runs() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
@@ -33,6 +51,7 @@ def test_quickstart_example_runs() -> None:
     assert re.search(r"inertia \(n\+, n0, n-\): \(\d+, \d+, \d+\)", out.stdout)
 
 
+@pytest.mark.e2e
 def test_readme_python_examples_run_in_order() -> None:
     blocks = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)
     assert len(blocks) >= 4

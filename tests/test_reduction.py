@@ -148,7 +148,7 @@ def test_reduce_of_a_critical_point_is_critical() -> None:
 
 
 def test_null_neuron_sliding_into_a_cluster_needs_a_looser_tolerance() -> None:
-    # A null neuron started at 0.7 slides along Z_f into the double zero at w* (THEORY §6:
+    # A null neuron started at 0.7 slides along Z_f into the double zero at w* (docs/theory.md §6:
     # branches meet there); refinement leaves it ~1e-5 from w* with a ~ 1e-6.
     data = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
     a, w = 0.610515537972, 1.433931221329

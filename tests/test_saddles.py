@@ -1,4 +1,4 @@
-"""Saddle classification, the Fukumizu–Amari rule, saddle branches and escapes (THEORY §7)."""
+"""Saddle classification, Fukumizu–Amari rule, saddle branches, escapes (docs/theory.md §7)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_worked_example_kinds_and_witnesses(net: sm.TwoLayerNet, kind: Kind) -> 
 
 
 def test_worked_example_escape_curve_numbers() -> None:
-    # THEORY §8: from (0, w*, a*, w*) with w₁ = w* + t: ΔR = −2.5887e−9 (t = 0.1),
+    # docs/theory.md §8: from (0, w*, a*, w*) with w₁ = w* + t: ΔR = −2.5887e−9 (t = 0.1),
     # −3.5280e−8 (t = 0.2), exactly −φ²/(2M)
     net = sm.TwoLayerNet([0.0, A], [[W], [W]])
     curve = classify(net, WORKED).curve
@@ -56,13 +56,13 @@ def test_worked_example_escape_curve_numbers() -> None:
     sign = float(curve.direction[0])
     for t, expected in ((0.1, -2.5887e-9), (0.2, -3.5280e-8)):
         change = sm.loss(curve.point(sign * t), WORKED) - sm.loss(net, WORKED)
-        assert change == pytest.approx(expected, rel=1e-4)  # THEORY quotes 5 digits
+        assert change == pytest.approx(expected, rel=1e-4)  # docs/theory.md quotes 5 digits
         assert change == pytest.approx(-curve.loss_drop(sign * t), rel=1e-9)
 
 
 def test_worked_example_splitting_rule() -> None:
     [rule] = splitting_rule(sm.TwoLayerNet([A], [[W]]), WORKED)
-    # K = a*G(w*) = 0.6105·0.013216300478 (THEORY §8); curvature λ(1−λ)·0.0080687568
+    # K = a*G(w*) = 0.6105·0.013216300478 (docs/theory.md §8); curvature λ(1−λ)·0.0080687568
     assert float(rule.K[0, 0]) == pytest.approx(A * 0.013216300478, rel=1e-8)
     assert float(rule.K[0, 0]) == pytest.approx(0.0080687568, rel=1e-8)
     assert rule.inertia == (1, 0, 0)

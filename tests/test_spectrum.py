@@ -19,7 +19,7 @@ def _wide_problem(
 def _split_global_minimum() -> tuple[sm.TwoLayerNet, sm.Dataset]:
     """A width-6 teacher with every neuron split (0.3 a, w), (0.7 a, w), on the teacher's data.
 
-    Zero loss makes every representation critical (THEORY §2), so the Hessian is JᵀJ/n and
+    Zero loss makes every representation critical (docs/theory.md §2), so the Hessian is JᵀJ/n and
     each split adds 1 + d output-preserving directions: exact zero eigenvalues.
     """
     teacher, data = make_problem(Case("tanh", "no_bias", 1, 50, d=3, m=6, seed=3))
@@ -77,7 +77,7 @@ def test_embedded_point_has_exact_zero_eigenvalues() -> None:
 
 
 def test_worked_example_width_one_minimum() -> None:
-    # THEORY §8: the strict global minimum of width 1
+    # docs/theory.md §8: the strict global minimum of width 1
     net = sm.TwoLayerNet([0.610515537972], [[1.433931221329]], activation="tanh")
     data = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])
     assert sm.loss(net, data) == pytest.approx(0.07403106110643635, rel=1e-11)
@@ -97,7 +97,7 @@ def test_worked_example_width_one_minimum() -> None:
     ],
 )
 def test_worked_example_splitting_line(ratio: float, expected: list[float]) -> None:
-    # THEORY §8: split the width-1 critical point into (λa*, w*), ((1 − λ)a*, w*)
+    # docs/theory.md §8: split the width-1 critical point into (λa*, w*), ((1 − λ)a*, w*)
     a, w = 0.610515537972, 1.433931221329
     net = sm.TwoLayerNet([ratio * a, (1 - ratio) * a], [[w], [w]], activation="tanh")
     data = sm.Dataset([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], [-1.0, -1.0, 0.0, 0.5, 0.5, 0.0])

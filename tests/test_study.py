@@ -151,6 +151,7 @@ def test_unknown_engine(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- studies
 
 
+@pytest.mark.e2e
 def test_process_and_serial_engines_agree(tmp_path: Path) -> None:
     _needs_monitor()
     cfg = load_config(_small(tmp_path))
@@ -169,6 +170,7 @@ def test_process_and_serial_engines_agree(tmp_path: Path) -> None:
     assert (again.already_done, again.run_now) == (N_SMALL, 0)
 
 
+@pytest.mark.e2e
 def test_ray_engine_agrees(tmp_path: Path) -> None:
     _needs_monitor()
     ray = pytest.importorskip("ray")
@@ -216,6 +218,7 @@ run_study(sys.argv[1], sys.argv[2], engine="process", workers=2)
 """
 
 
+@pytest.mark.e2e
 def test_sigkill_and_resume(tmp_path: Path) -> None:
     _needs_monitor()
     config = _write(tmp_path, SMALL_TOML.replace("seeds = 10", "seeds = 12"))
@@ -356,7 +359,7 @@ def test_plot_summary(tmp_path: Path) -> None:
 
 
 def test_saad_solla_study_measures_plateau_growth(tmp_path: Path) -> None:
-    # THEORY §9: the symmetric plateau of the soft committee machine lengthens as the
+    # docs/theory.md §9: the symmetric plateau of the soft committee machine lengthens as the
     # initialisation shrinks; the study records it run by run.
     from saddlemap.study import StudyStore
 

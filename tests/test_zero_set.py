@@ -15,7 +15,7 @@ A_STAR, W_STAR = 0.610515537972, 1.433931221329
 
 
 def test_worked_example_zeros() -> None:
-    # THEORY §8: a simple zero at 0 with φ'(0) = 0.023593373810 and double zeros at ±w*
+    # docs/theory.md §8: a simple zero at 0 with φ'(0) = 0.023593373810 and double zeros at ±w*
     rf = sm.residual_function(sm.TwoLayerNet([A_STAR], [[W_STAR]]), sm.Dataset(X_WORKED, Y_WORKED))
     zeros = ZeroSet(rf).zeros_1d((-12.0, 12.0))
     assert [round(z.u[0], 4) + 0.0 for z in zeros] == [-1.4339, 0.0, 1.4339]

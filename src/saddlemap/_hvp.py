@@ -1,6 +1,6 @@
 """Hessian-vector product kernels (private): one product at a fresh point, or many at one.
 
-H = Jᵀ diag(h_i) J + ⊕_k B_k (THEORY §2).  Both kernels are organised around memory traffic
+H = Jᵀ diag(h_i) J + ⊕_k B_k (docs/theory.md §2).  Both kernels are organised around memory traffic
 over the n × m matrices σ, σ', which is what bounds them on a CPU.
 
 * :func:`product_at_point` is for one product at a point never seen before.  Forming the
@@ -25,7 +25,7 @@ __all__ = ["CachedHessian", "product_at_point", "residual_blocks"]
 
 
 def residual_blocks(fw: Forward) -> torch.Tensor:
-    """The blocks B_k of THEORY §2 on one block of samples, shape (m, K + D, K + D).
+    """The blocks B_k of docs/theory.md §2 on one block of samples, shape (m, K + D, K + D).
 
     B_k = [[0, ∇φ(w̃_k)], [∇φ(w̃_k)ᵀ, G_{a_k}(w̃_k)]] with ∇φ(w̃_k)_{c,:} = Σ_i e_ic σ'_ik x̃_i
     and G_{a_k}(w̃_k) = Σ_i (a_kᵀe_i) σ''_ik x̃_i x̃_iᵀ.

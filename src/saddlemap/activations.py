@@ -52,7 +52,7 @@ Fused = Callable[[Tensor, Tensor, Tensor, Tensor | None], None]
 
 
 class Symmetry(enum.Enum):
-    """Linear identities among neurons σ(wᵀx) (THEORY §3)."""
+    """Linear identities among neurons σ(wᵀx) (docs/theory.md §3)."""
 
     GENERIC = "generic"
     ODD = "odd"

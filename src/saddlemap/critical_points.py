@@ -9,7 +9,7 @@ adapting c.  With μ proportional to ‖F‖² the iteration converges quadratic
 exactly singular Hessians of embedded critical points, under a local error bound (Fan & Yuan,
 Computing 74, 2005; Yamashita & Fukushima, 2001), and it is attracted to saddles as much as
 to minima, because it minimises ‖∇R‖², not R.  Its fixed points that are not critical are
-*gradient-flat* points, H∇R = 0 with ∇R ≠ 0 (Frye et al. 2020, THEORY §9): the certificate
+*gradient-flat* points, H∇R = 0 with ∇R ≠ 0 (Frye et al. 2020, docs/theory.md §9): the certificate
 reports ‖H∇R‖/‖∇R‖ and never calls such a point critical.
 
 >>> import torch

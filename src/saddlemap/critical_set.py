@@ -3,7 +3,7 @@
 Zhang, Zhang & Luo (arXiv:2405.17501) uncover the whole critical set of a two-layer network
 that represents a non-global output function f with irreducible critical representation
 θ* = (a_j*, w̃_j*)_{j ≤ r}.  A width-m network θ lies in Q_m(f) iff its neurons split into
-(THEORY §6):
+(docs/theory.md §6):
 
 * **essential clusters** I_1..I_r, nonempty: w̃_k = w̃_j* (= ±w̃_j* for odd σ, signs
   folded into a_k) and Σ_{k∈I_j} a_k = a_j*;
@@ -18,7 +18,7 @@ a_j*; κ_j = K when f is global) — our extension of the K = 1 statement, check
 A **branch** is fixed by a pattern, the map of the m slots to clusters and null; its type is
 the cluster sizes (s_1..s_r) and the number of null neurons.  Its local dimension is
 Σ_j κ_j (s_j − 1) + n_null · dim Z_f, with dim Z_f = D − K at regular points (D for a
-global f, where φ ≡ 0).  There are finitely many patterns (THEORY §6):
+global f, where φ ≡ 0).  There are finitely many patterns (docs/theory.md §6):
 
     T(r, m) = Σ_j (−1)^j C(r, j) (r + 1 − j)^m  with null neurons,
     G(r, m) = r! S(m, r)                        without,
@@ -64,7 +64,7 @@ _AWAY_FROM_STAR = 1e-3
 
 
 def count_patterns(r: int, m: int, null: bool = True, signs: bool = False) -> int:
-    """Labelled patterns of width m over r clusters (THEORY §6), by inclusion–exclusion.
+    """Labelled patterns of width m over r clusters (docs/theory.md §6), by inclusion–exclusion.
 
     Each slot picks one of the r clusters (2r with a sign, for odd activations) or, with
     ``null``, the null label; every cluster must be picked.
@@ -236,7 +236,7 @@ class CriticalSet:
         return count_patterns(self.r, m, null, signs)
 
     def dimension_bounds(self, m: int) -> tuple[int, int]:
-        """Bounds on dim Q_m(f) (THEORY §6, K = 1: m − r ≤ dim ≤ (m − r) max(1, D − 1)).
+        """Bounds on dim Q_m(f) (docs/theory.md §6, K = 1: m − r ≤ dim ≤ (m − r) max(1, D − 1)).
 
         In general (m − r) min κ_j ≤ dim ≤ (m − r) max(max κ_j, dim Z_f).
         """

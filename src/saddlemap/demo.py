@@ -1,7 +1,7 @@
 """The built-in demonstration: a teacher–student run that stalls, diagnosed end to end.
 
 A soft committee machine (erf, orthonormal teacher of width 2, d = 4, n = 400, label noise
-0.05; THEORY §9) is learned by a student of width 4 from a small initialisation with
+0.05; docs/theory.md §9) is learned by a student of width 4 from a small initialisation with
 full-batch gradient descent at a safe step, until the loss falls by less than 0.2 % over 200
 steps.  The stalled point is then refined, classified, escaped and compressed by
 :func:`~saddlemap.diagnose`.

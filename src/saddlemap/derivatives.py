@@ -1,6 +1,6 @@
 """Exact derivatives of R(θ) = (1/n) Σ ℓ(g(θ, x_i), y_i) for two-layer networks.
 
-All closed forms follow THEORY §2 (Zhang, Zhang & Luo, arXiv:2405.17501, §2), written on
+All closed forms follow docs/theory.md §2 (Zhang, Zhang & Luo, arXiv:2405.17501, §2), written on
 augmented inputs x̃ and weights w̃ (hidden biases absorbed).  With residuals
 e_i = ∇_g ℓ / n and curvatures h_i = ∇²_g ℓ / n:
 
@@ -155,7 +155,7 @@ def hessian(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> t
     """The full Hessian ∇²R(θ), shape (P, P), in the flat layout.
 
     Gauss–Newton part Jᵀ diag(h_i) J as one matrix product per block of samples, plus the
-    block-diagonal residual part ⊕_k B_k (THEORY §2).
+    block-diagonal residual part ⊕_k B_k (docs/theory.md §2).
     """
     blocks = batches(net, data, batch_size)
     H = _hessian_block(next(blocks))
@@ -206,7 +206,7 @@ def hessian_operator(
 
 @dataclass(frozen=True, eq=False)
 class ResidualFunction:
-    """φ_f, ∇φ_f and G for the output function of ``net`` on ``data`` (THEORY §2).
+    """φ_f, ∇φ_f and G for the output function of ``net`` on ``data`` (docs/theory.md §2).
 
     Points u are augmented input weights (length D = d + 1 with a hidden bias), one per row
     of ``U`` (shape (p, D)) or a single vector (D,).  φ depends on θ only through the outputs,

@@ -1,6 +1,6 @@
 """Critical embedding operators: wider networks with exactly the same output function.
 
-Each operator maps a network θ of width m to a wider one T(θ) = Aθ + o (THEORY §5; the
+Each operator maps a network θ of width m to a wider one T(θ) = Aθ + o (docs/theory.md §5; the
 Embedding Principle of Zhang, Zhang, Luo & Xu, arXiv:2105.14573 and arXiv:2111.15527; the
 critical embedding operators of Zhang, Zhang & Luo, arXiv:2405.17501):
 
@@ -347,7 +347,7 @@ def split(net: TwoLayerNet, neuron: int, ratios: Sequence[float]) -> Embedding:
     """E1 splitting: neuron k → copies (ρ_c a_k, w̃_k), c = 1..s, with Σ_c ρ_c = 1.
 
     Sample-independent and linear (Embedding Principle, arXiv:2105.14573, Zhang, Zhang &
-    Luo, arXiv:2405.17501, THEORY §5).  The first copy stays in slot k, the others are
+    Luo, arXiv:2405.17501, docs/theory.md §5).  The first copy stays in slot k, the others are
     appended at the end in the order of ``ratios``.  A ratio of 0 makes a null copy.
 
     Args:
@@ -381,7 +381,7 @@ def split(net: TwoLayerNet, neuron: int, ratios: Sequence[float]) -> Embedding:
 def null_copy(net: TwoLayerNet, neuron: int) -> Embedding:
     """E2a null copy: append (0, w̃_k), a split with ratios (1, 0).
 
-    Sample-independent and linear (THEORY §5; Zhang, Zhang & Luo, arXiv:2405.17501): at a
+    Sample-independent and linear (docs/theory.md §5; Zhang, Zhang & Luo, arXiv:2405.17501): at a
     critical point w̃_k ∈ Z_f, so the null neuron is critical for every data set and loss.
 
     Args:
@@ -414,7 +414,7 @@ def add_null_neuron(
 ) -> Embedding:
     """E2b/E2c null neuron: append (0, u), with u = 0 or u on Z_f = {u : φ_f(u) = 0}.
 
-    THEORY §5 (Zhang, Zhang & Luo, arXiv:2405.17501):
+    docs/theory.md §5 (Zhang, Zhang & Luo, arXiv:2405.17501):
 
     * ``w`` and ``data`` both None (E2b, kind ``"null_at_zero"``): u = 0.  The neuron is
       the constant σ(0), its gradient ∂R/∂a = σ(0) Σ_i e_i: sample-independent when
@@ -514,7 +514,7 @@ def add_zero_sum_group(
 ) -> Embedding:
     """E3 zero-sum group: append s ≥ 2 neurons (b_c, u), Σ_c b_c = 0, at u ∈ Z'_f.
 
-    THEORY §5, §6 (Zhang, Zhang & Luo, arXiv:2405.17501).  The group is the zero function,
+    docs/theory.md §5, §6 (Zhang, Zhang & Luo, arXiv:2405.17501).  The group is the zero function,
     so outputs are kept for every θ; it is critical only where φ(u) = 0 (∂R/∂a_c = φ(u))
     and ∇φ(u)ᵀ b_c = 0, i.e. u ∈ Z'_f = {φ = 0, ∇φ = 0}: sample-dependent and affine
     (the offset holds the group).  The neurons are appended in the order of ``weights``.
@@ -570,7 +570,7 @@ def add_zero_sum_group(
 def three_fold_split(net: TwoLayerNet) -> Embedding:
     """Three-fold global split: every neuron k → (a_k, w̃_k), (a_k, w̃_k), (−a_k, w̃_k).
 
-    Embedding Principle, Example 5.1 (Zhang, Zhang, Luo & Xu, arXiv:2111.15527; THEORY §5,
+    Embedding Principle, Example 5.1 (Zhang, Zhang, Luo & Xu, arXiv:2111.15527; docs/theory.md §5,
     §7.4): sample-independent and linear; at a critical point with some a_j G(w̃_j) ≠ 0 the
     result is a strict saddle.  Slot k keeps the first copy; the other two copies of neuron
     k go to slots m + 2k (ratio 1) and m + 2k + 1 (ratio −1), in neuron order.
@@ -598,7 +598,7 @@ def three_fold_split(net: TwoLayerNet) -> Embedding:
 def compose(first: Embedding, second: Embedding) -> Embedding:
     """``second`` after ``first``: θ ↦ A₂(A₁θ + o₁) + o₂, i.e. A = A₂A₁, o = A₂o₁ + o₂.
 
-    Sample-independent when both are (THEORY §5).  ``second`` must map networks of the
+    Sample-independent when both are (docs/theory.md §5).  ``second`` must map networks of the
     layout of ``first.net``; the result's network is ``second`` applied to ``first.net``.
 
     Args:

@@ -1,6 +1,6 @@
 """Per-sample losses ℓ(g, y) with their gradient ∇_g ℓ and Hessian ∇²_g ℓ.
 
-The empirical risk is R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i) (THEORY §1).  A loss sees outputs
+The empirical risk is R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i) (docs/theory.md §1).  A loss sees outputs
 ``g`` of shape (n, K) and targets ``t`` of shape (n, K) (as :meth:`Loss.targets` prepares
 them from user labels) and returns per-sample values (n,), gradients (n, K) and Hessians
 (n, K, K).  To add a loss, subclass :class:`Loss` and :func:`register_loss` an instance.
@@ -71,7 +71,7 @@ def _as_columns(y: torch.Tensor) -> torch.Tensor:
 
 
 class SquaredLoss(Loss):
-    """ℓ(g, y) = ½‖g − y‖², so R = (1/2n) Σ‖g − y‖² (THEORY §1)."""
+    """ℓ(g, y) = ½‖g − y‖², so R = (1/2n) Σ‖g − y‖² (docs/theory.md §1)."""
 
     name = "mse"
     identity_curvature = True

@@ -3,7 +3,7 @@
 Parameters live in an explicit container, :class:`TwoLayerNet`, with output weights
 ``a`` (m × K), input weights ``W`` (m × d), optional hidden biases ``b`` (m,) and optional
 output bias ``c`` (K,).  Hidden biases are absorbed into augmented weights w̃_k = (w_k, b_k)
-acting on augmented inputs x̃ = (x, 1) (THEORY §1); :attr:`TwoLayerNet.W_aug` is that matrix.
+acting on augmented inputs x̃ = (x, 1) (docs/theory.md §1); :attr:`TwoLayerNet.W_aug` is that matrix.
 
 **Flat layout** (stable, used by every Hessian and vector in the library): neuron by
 neuron, each block ``[a_k (K), w_k (d), b_k (1, if hidden bias)]``, then ``c (K)`` last if

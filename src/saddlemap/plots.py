@@ -442,7 +442,7 @@ def plot_branch_hierarchy(cs: CriticalSet, m: int, verdicts: Mapping[Branch, Bra
 
     One column per width, one node per branch type (cluster sizes, null neurons), ordered
     by dimension; solid edges are splits, dotted edges add a null neuron, dashed arcs join
-    branches of one width that meet (THEORY §6).  Node colours are the verdicts handed in
+    branches of one width that meet (docs/theory.md §6).  Node colours are the verdicts handed in
     (:data:`VERDICT_COLORS`); θ* itself has none and is drawn in its own colour.  The plot
     decides no verdict: compute them with :func:`~saddlemap.saddle_branches` (verdicts with a
     checked witness) or :func:`saddlemap.saddles.branch_verdict` (the Fukumizu–Amari rule

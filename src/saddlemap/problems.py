@@ -3,9 +3,9 @@
 A teacher f* = g(θ*, ·) of width r* labels inputs x_i, y_i = f*(x_i) + noise · ε_i with
 ε_i ~ N(0, I_K); a student of width m ≥ r* is trained on (x_i, y_i).  With m > r* the
 student is overparameterised and its critical points include the embedded critical points
-of narrower networks (THEORY §5, §6); with the erf activation and ``orthonormal=True`` this
+of narrower networks (docs/theory.md §5, §6); with the erf activation and ``orthonormal=True`` this
 is the soft committee machine of Saad & Solla, whose plateaus sit near such branches
-(THEORY §9).
+(docs/theory.md §9).
 
 **Random scheme** (everything drawn from ``torch.Generator`` streams seeded from ``seed``;
 the teacher, the inputs, the label noise and the student each have their own stream, so

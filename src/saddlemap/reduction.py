@@ -1,6 +1,6 @@
 """The critical reduction operator: the minimal-width network with the same output.
 
-``reduce`` (Zhang, Zhang & Luo, arXiv:2405.17501, critical reduction operator; THEORY §4):
+``reduce`` (Zhang, Zhang & Luo, arXiv:2405.17501, critical reduction operator; docs/theory.md §4):
 
 1. canonicalise each neuron for the activation's symmetry (odd: the first nonzero
    coordinate of w̃ positive, a flipped with it; sigmoid: the same, the constant 2aσ(0) into

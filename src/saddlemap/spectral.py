@@ -2,7 +2,7 @@
 
 Every spectrum reports its evidence: eigen-residuals ‖Hv − λv‖, converged flags, the
 number of Hessian-vector products, and the inertia (n₊, n₀, n₋) together with the zero
-tolerance used, which is relative to the largest eigenvalue magnitude (THEORY §10.5).
+tolerance used, which is relative to the largest eigenvalue magnitude (docs/theory.md §10.5).
 
 >>> from saddlemap import Dataset, TwoLayerNet
 >>> net = TwoLayerNet([0.610515537972], [[1.433931221329]], activation="tanh")

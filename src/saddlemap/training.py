@@ -4,7 +4,7 @@ Three optimizers, all on the flat parameter vector θ (layout of
 :class:`~saddlemap.network.ParamLayout`) and the exact gradient ∇R(θ) of
 :func:`~saddlemap.derivatives.gradient`:
 
-* ``"gd"``: θ ← θ − η ∇R(θ) with η below 1/λ_max(∇²R) (THEORY §10.1: a larger step can
+* ``"gd"``: θ ← θ − η ∇R(θ) with η below 1/λ_max(∇²R) (docs/theory.md §10.1: a larger step can
   diverge, and a diverging run looks like an escape from a saddle).  Without an explicit
   ``lr`` the step starts at :func:`safe_step_size`; a step that would raise the loss is
   rejected, η is halved (and capped by 0.9/λ_max re-estimated at the current point) and the
@@ -156,7 +156,7 @@ def _lambda_max(net: TwoLayerNet, data: Dataset, seed: int) -> float:
 def safe_step_size(
     net: TwoLayerNet, data: Dataset, safety: float = 0.9, *, seed: int = 0
 ) -> float:
-    """A gradient-descent step η = safety / λ_max(∇²R(θ)), below 1/λ_max (THEORY §10.1).
+    """A gradient-descent step η = safety / λ_max(∇²R(θ)), below 1/λ_max (docs/theory.md §10.1).
 
     λ_max comes from the dense spectrum for at most 64 parameters and from Lanczos on the
     matrix-free Hessian above (``seed`` fixes its start vector).
