@@ -191,3 +191,36 @@ def test_most_teacher_student_refinements_converge() -> None:
     matched = [c for c in TS_CASES if c[2] == c[3] <= 2]  # student as wide as the teacher
     assert all(_trained_and_refined(*case).converged for case in matched)
     assert converged >= len(TS_CASES) // 2  # 36 of 60 when this was written
+
+
+def test_separable_classifier_is_never_certified_critical() -> None:
+    # scikit-learn on separable blobs: R and ‖∇R‖ shrink together along s·(a, c)
+    import warnings
+
+    from sklearn.datasets import make_blobs
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = make_blobs(120, centers=3, cluster_std=0.6, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier((4,), activation="tanh", max_iter=3000, random_state=0).fit(X, y)
+    loaded = sm.load_model(clf)
+    data = sm.Dataset(X, y, loss=loaded.loss, num_outputs=loaded.net.output_dim)
+    given = certify(loaded.net, data)
+    assert given.at_infinity and not given.converged and given.has(NoteCode.AT_INFINITY)
+    refined = find_critical_point(loaded.net, data, max_iter=60)
+    assert not refined.converged and refined.verdict is Verdict.AT_INFINITY
+    assert refined.moved > 0.5  # it ran off, and says how far
+
+
+def test_refinement_stops_at_max_move() -> None:
+    start = sm.TwoLayerNet([0.5], [[1.0]])
+    cp = find_critical_point(start, WORKED, max_move=1e-3)
+    assert cp.moved <= 1e-3 * 1.01 or cp.iterations == 0
+    free = find_critical_point(start, WORKED)
+    assert free.converged and free.moved > 1e-3
+
+
+def test_exact_critical_point_refines_without_dividing_by_zero() -> None:
+    cp = find_critical_point(sm.TwoLayerNet([0.0], [[0.0]]), sm.Dataset([1.0, 2.0], [0.0, 0.0]))
+    assert cp.converged and cp.grad_norm == 0.0 and cp.iterations == 0

@@ -30,6 +30,7 @@ from .derivatives import (
     ResidualFunction,
     hessian,
     hessian_operator,
+    loss,
     loss_and_gradient,
     residual_function,
 )
@@ -42,6 +43,12 @@ from .zero_set import ZeroSet
 __all__ = ["Analysis", "as_analysis", "grad_tolerance"]
 
 T = TypeVar("T")
+
+#: Losses whose infimum is approached at infinity (separable data): ‖∇R‖ is judged against R.
+_RELATIVE_GRAD_LOSSES = ("cross_entropy", "binary_cross_entropy")
+_TINY = float(torch.finfo(torch.float64).tiny)
+#: Scale of the output-layer ray test: R(RAY_SCALE · (a, c)) against R(a, c).
+RAY_SCALE = 2.0
 
 
 def grad_tolerance(net: TwoLayerNet, data: Dataset, tol: float = 1e-10) -> float:
@@ -120,8 +127,42 @@ class Analysis:
 
     @cached_property
     def grad_tol(self) -> float:
-        """The ‖∇R‖ tolerance: ``tolerances.grad`` or the rounding floor of ∇R if larger."""
-        return grad_tolerance(self.net, self.data, self.tolerances.grad_value)
+        """The ‖∇R‖ tolerance: ``tolerances.grad`` or the rounding floor of ∇R if larger.
+
+        For cross-entropy losses, whose infimum lies at infinity on separable data, the
+        tolerance is ``tolerances.grad`` · min(1, R): a point where R and ‖∇R‖ shrink
+        together is not critical however small both are.
+        """
+        tol = self.tolerances.grad_value
+        if self.data.loss.name in _RELATIVE_GRAD_LOSSES:
+            tol *= min(1.0, self.loss)
+        return grad_tolerance(self.net, self.data, tol)
+
+    @cached_property
+    def ray_drop(self) -> float:
+        """R(θ) − R(θ with the output layer (a, c) scaled by :data:`RAY_SCALE`), relative to R.
+
+        R is convex in the output layer, so a positive drop proves ⟨∇R, (a, c)⟩ < 0: the
+        loss falls along the ray s ↦ s(a, c), and the point is not critical however small
+        ‖∇R‖ is (it is heading to a critical point at infinity, as on separable data).
+        """
+        scaled = self.net.replace(
+            a=RAY_SCALE * self.net.a, c=None if self.net.c is None else RAY_SCALE * self.net.c
+        )
+        before = self.loss
+        after = loss(scaled, self.data)
+        return (before - after) / before if before > 0 else 0.0
+
+    @property
+    def falls_along_ray(self) -> bool:
+        """Whether :attr:`ray_drop` is beyond rounding (1e3 ε relative).
+
+        A cross-entropy loss that has underflowed to 0 counts too: it is positive at every
+        finite point, so the iterate has run off towards infinity.
+        """
+        if self.data.loss.name in _RELATIVE_GRAD_LOSSES and self.loss <= _TINY:
+            return True
+        return self.ray_drop > 1e3 * torch.finfo(self.net.dtype).eps
 
     # ------------------------------------------------------------ second order
     @cached_property
@@ -193,7 +234,7 @@ class Analysis:
 
 
 _LAZY = {
-    "_loss_and_gradient", "grad_norm", "grad_tol", "hessian", "operator", "spectrum",
+    "_loss_and_gradient", "grad_norm", "grad_tol", "ray_drop", "hessian", "operator", "spectrum",
     "residual_function", "zero_set", "is_global",
 }
 

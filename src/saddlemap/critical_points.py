@@ -65,12 +65,15 @@ class CriticalPoint:
         spectrum: the Hessian spectrum (its inertia and zero tolerance included).
         verdict: the :class:`Verdict`.
         iterations: refinement iterations taken (0 for :func:`certify`).
-        converged: ‖∇R‖ ≤ grad_tol.
+        converged: ‖∇R‖ ≤ grad_tol and R does not fall along the output-layer ray (a point
+            where it does is heading to a critical point at infinity, never critical).
         history: ‖∇R‖ at the start and after every accepted iteration.
         warnings: :class:`~saddlemap.Note` s: saturated or dead neurons, diverging weights,
             channels to infinity, non-analytic activations, a refinement that slowed down.
         method: how the point was reached.
         tolerances: the tolerances every decision above was made with.
+        moved: ‖θ − θ₀‖ / max(‖θ₀‖, 1), how far refinement moved from where it started
+            (0 for :func:`certify`).
     """
 
     net: TwoLayerNet
@@ -86,6 +89,12 @@ class CriticalPoint:
     warnings: tuple[Note, ...] = ()
     method: str = "certify"
     tolerances: Tolerances = field(default_factory=Tolerances)
+    moved: float = 0.0
+
+    @property
+    def at_infinity(self) -> bool:
+        """Whether R still falls along the output-layer ray (``Verdict.AT_INFINITY``)."""
+        return self.verdict is Verdict.AT_INFINITY
 
     def has(self, code: NoteCode) -> bool:
         """Whether a warning with ``code`` was raised."""
@@ -155,7 +164,9 @@ def _channel_warnings(net: TwoLayerNet, a_norm: torch.Tensor, limit: float) -> l
 
 
 # -------------------------------------------------------------------------- certify
-def _verdict(grad_ok: bool, flat: bool, spec: Spectrum) -> Verdict:
+def _verdict(grad_ok: bool, flat: bool, spec: Spectrum, at_infinity: bool) -> Verdict:
+    if at_infinity:
+        return Verdict.AT_INFINITY
     if not grad_ok:
         return Verdict.GRADIENT_FLAT if flat else Verdict.NOT_CRITICAL
     if spec.min < -spec.zero_tol:
@@ -188,8 +199,16 @@ def _certificate(
     g, grad_norm = an.gradient, an.grad_norm
     ratio = float(torch.linalg.vector_norm(an.hvp(g))) / grad_norm if grad_norm else 0.0
     spec = an.spectrum
-    ok = grad_norm <= an.grad_tol
+    at_infinity = an.falls_along_ray
+    ok = grad_norm <= an.grad_tol and not at_infinity
     flat = not ok and ratio <= an.tolerances.flat * spec.scale
+    warnings = _neuron_warnings(an)
+    if at_infinity:
+        why = (f"R falls by {an.ray_drop:.2e} (relative) when the output layer is doubled"
+               if an.ray_drop > 0 else f"R = {an.loss:.1e} has underflowed")
+        warnings.append(Note(NoteCode.AT_INFINITY,
+            f"{why}: the point is heading to a critical point at infinity (separable data or "
+            "a diverging pair), not at a critical point"))
     return CriticalPoint(
         net=an.net,
         loss=an.loss,
@@ -197,11 +216,11 @@ def _certificate(
         grad_tol=an.grad_tol,
         hgrad_ratio=ratio,
         spectrum=spec,
-        verdict=_verdict(ok, flat, spec),
+        verdict=_verdict(ok, flat, spec, at_infinity),
         iterations=iterations,
         converged=ok,
         history=np.array([grad_norm]) if history is None else history,
-        warnings=tuple(_neuron_warnings(an)),
+        warnings=tuple(warnings),
         method=method,
         tolerances=an.tolerances,
     )
@@ -297,6 +316,7 @@ def find_critical_point(
     method: Literal["auto", "dense", "matrix_free"] = "auto",
     polish: int = 2,
     progress: bool = False,
+    max_move: float | None = None,
 ) -> CriticalPoint:
     """Refine ``net`` to a nearby critical point by Levenberg–Marquardt on ∇R = 0.
 
@@ -307,6 +327,9 @@ def find_critical_point(
     each still cuts ‖∇R‖ fourfold (near the point convergence is quadratic, so this reaches
     the rounding floor).  Stops early when no step reduces ‖∇R‖ (a gradient-flat point or the
     rounding floor) or ∇R is exactly zero; the returned :class:`CriticalPoint` says which.
+    With ``max_move``, it also stops before the iterate moves farther than
+    ``max_move`` · max(‖θ₀‖, 1) from the start: a critical point beyond that describes
+    another network, not this one.
     """
     if method == "auto":
         method = "dense" if net.num_params <= Analysis(net, data).dense_limit else "matrix_free"
@@ -315,6 +338,10 @@ def find_critical_point(
         raise OptionError(f"unknown method {method!r}; use 'auto', 'dense' or 'matrix_free'")
     if not (isinstance(max_iter, int) and max_iter >= 0 and polish >= 0):
         raise OptionError(f"max_iter and polish must be integers ≥ 0, got {max_iter}, {polish}")
+    if max_move is not None and not (isinstance(max_move, (int, float)) and max_move > 0):
+        raise OptionError(f"max_move must be a number > 0, got {max_move!r}")
+    theta0 = net.flatten()
+    radius = math.inf if max_move is None else max_move * max(float(theta0.norm()), 1.0)
     current = _Iterate.at(Analysis(net, data, tolerances))
     history = [current.grad_norm]
     c = 1.0  # μ = c‖∇R‖²; c adapts like a trust-region radius
@@ -328,6 +355,8 @@ def find_critical_point(
             new, c = _lm_iteration(current, make_step, c, 1 / 16 if done else 1.0)
             if new is None:
                 break  # no descent for ½‖∇R‖²: gradient-flat point or rounding floor
+            if float((new.analysis.net.flatten() - theta0).norm()) > radius:
+                break  # the next critical point is another network's
             current, it = new, it + 1
             history.append(current.grad_norm)
             bar.update(1)
@@ -336,7 +365,8 @@ def find_critical_point(
         current.analysis, iterations=it, history=np.array(history),
         method=f"levenberg-marquardt ({method})",
     )
-    return _with_drift_warning(cp, net)
+    moved = float((cp.net.flatten() - theta0).norm()) / max(float(theta0.norm()), 1.0)
+    return _with_drift_warning(dataclasses.replace(cp, moved=moved), net)
 
 
 def _with_drift_warning(cp: CriticalPoint, start: TwoLayerNet) -> CriticalPoint:

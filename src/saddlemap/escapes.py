@@ -26,7 +26,7 @@ import numpy as np
 from .analysis import Analysis, as_analysis
 from .critical_points import CriticalPoint, find_critical_point
 from .data import Dataset
-from .derivatives import loss
+from .descent import scan_loss
 from .embedding import three_fold_split
 from .network import TwoLayerNet
 from .reduction import reduce
@@ -85,16 +85,6 @@ class EscapeResult:
         return "\n".join(lines)
 
 
-def _scan(
-    point: object, data: Dataset, scale: float, num: int = 12
-) -> tuple[np.ndarray, np.ndarray]:
-    """R at t = ±scale · 2^-k, k = 0..num−1, along t ↦ point(t), sorted by t."""
-    mags = scale * 2.0 ** -np.arange(num)
-    ts = np.sort(np.concatenate([-mags, [0.0], mags]))
-    losses = np.array([loss(point(float(t)), data) for t in ts])  # type: ignore[operator]
-    return ts, losses
-
-
 def escape(
     net: TwoLayerNet | Analysis,
     data: Dataset | None = None,
@@ -142,7 +132,7 @@ def escape(
         }.get(start.kind, "no second-order way down; try widen=True")
         return EscapeResult(start, EscapeMethod.NONE, np.zeros(0), np.zeros(0), 0.0, before,
                             before, None, None, False, (why,))
-    ts, losses = _scan(point, data, scale)
+    ts, losses = scan_loss(point, data, scale)
     best = int(np.argmin(losses))
     if losses[best] >= before:
         return EscapeResult(start, method, ts, losses, 0.0, before, before, None, None, False,

@@ -48,7 +48,9 @@ from .verdicts import Kind, NoteCode, PlateauVerdict
 __all__ = ["Plateau", "PlateauMonitor"]
 
 #: Evidence of a critical point at infinity in a refinement that did not converge.
-_INFINITY_CODES = (NoteCode.PARAMETERS_GREW, NoteCode.CHANNEL_PAIR, NoteCode.LARGE_WEIGHTS)
+_INFINITY_CODES = (
+    NoteCode.PARAMETERS_GREW, NoteCode.CHANNEL_PAIR, NoteCode.LARGE_WEIGHTS, NoteCode.AT_INFINITY,
+)
 
 
 def _plainly_minimal(net: TwoLayerNet, tol: float) -> bool:

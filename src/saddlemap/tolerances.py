@@ -61,6 +61,9 @@ class Tolerances:
             |μ| ≤ kernel · max(max|μ|, Σ_i ‖e_i‖₁) (the Fukumizu–Amari rule).
         ratio: a split copy's output-weight ratio counts as zero below this.
         weight_limit: weights above this are flagged as diverging (docs/theory.md §10.4).
+        near: a refined point or a branch point within ``near`` · ‖θ‖ of the model (relative
+            distance in parameter space) describes the model; farther, an answer about it is
+            labelled as describing that other point.
     """
 
     grad: float | None = None
@@ -72,6 +75,7 @@ class Tolerances:
     kernel: float = 1e-8
     ratio: float = 1e-12
     weight_limit: float = 1e3
+    near: float = 0.1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -39,6 +39,7 @@ class Verdict(enum.Enum):
     STRICT_SADDLE = "strict saddle"
     DEGENERATE = "degenerate"  # PSD with zero eigenvalues: second order cannot settle it
     GRADIENT_FLAT = "gradient-flat"  # H∇R ≈ 0 with ∇R ≠ 0: a stall of Newton-type finders
+    AT_INFINITY = "heading to a critical point at infinity"  # R still falls along a ray
     NOT_CRITICAL = "not critical"
 
 
@@ -125,6 +126,7 @@ class NoteCode(enum.Enum):
     CHANNEL_PAIR = "channel pair"
     LINEAR_CONVERGENCE = "linear convergence"
     PARAMETERS_GREW = "parameters grew"
+    AT_INFINITY = "at infinity"
     DTYPE_CONVERTED = "dtype converted"
     LOSS_ASSUMED = "loss assumed"
     ACTIVATION_DIFFERS = "activation differs"
