@@ -15,6 +15,8 @@ from torch import nn
 
 import saddlemap as sm
 from saddlemap.io import LoadedModel, export_model, load_data, load_model, save_model
+from saddlemap.io._sklearn import sklearn_penalty
+from saddlemap.losses import Penalty
 from saddlemap.verdicts import ModelKind, Note, NoteCode
 
 sklearn = pytest.importorskip("sklearn")
@@ -520,3 +522,70 @@ def test_bad_data(name: str, kwargs: dict[str, Any], fragment: str, tmp_path: Pa
     assert fragment in message
     assert "\n" not in message
     assert str(tmp_path) in message
+
+
+# ------------------------------------------------------------------ scikit-learn's alpha
+def fit_converged(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a fit that stops early fails here
+        return estimator.fit(X, y)
+
+
+def test_sklearn_penalty_makes_the_lbfgs_fit_stationary() -> None:
+    rng = np.random.default_rng(1)
+    n, alpha = 30, 3.0
+    X = rng.standard_normal((n, 2))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2
+    estimator = fit_converged(MLPRegressor(
+        hidden_layer_sizes=(3,), activation="tanh", solver="lbfgs", alpha=alpha, tol=1e-15,
+        max_iter=100_000, max_fun=1_000_000, random_state=1), X, y)
+    penalty = sklearn_penalty(estimator, n)
+    assert penalty == Penalty(alpha / n, "weights")
+    net, data = load_model(estimator).net, sm.Dataset(X, y)
+    grad_R = float(sm.gradient(net, data).norm())
+    assert grad_R > 1e-2  # the penalty holds the fit away from a critical point of R
+    grad_L = float(sm.gradient(net, data.with_penalty(penalty)).norm())
+    assert grad_L <= 1e-3 * grad_R
+    # scikit-learn's own objective value is saddlemap's R + P (one output)
+    assert sm.loss(net, data.with_penalty(penalty)) == pytest.approx(estimator.loss_, rel=1e-12)
+    # the other conventions leave a gradient of the size of ∇R
+    for wrong in (Penalty(alpha / n, "all"), Penalty(alpha / (2 * n), "weights")):
+        assert float(sm.gradient(net, data.with_penalty(wrong)).norm()) > 0.1 * grad_R
+
+
+def test_sklearn_penalty_classifier_log_loss() -> None:
+    rng = np.random.default_rng(0)
+    n, alpha = 40, 0.5
+    X = rng.standard_normal((n, 3))
+    labels = rng.integers(0, 3, n)
+    estimator = fit_converged(MLPClassifier(
+        hidden_layer_sizes=(4,), activation="tanh", solver="lbfgs", alpha=alpha, tol=1e-15,
+        max_iter=100_000, max_fun=1_000_000, random_state=0), X, labels)
+    loaded = load_model(estimator)
+    data = sm.Dataset(X, labels, loss=loaded.loss, num_outputs=3)
+    penalty = sklearn_penalty(estimator, n)
+    grad_R = float(sm.gradient(loaded.net, data).norm())
+    grad_L = float(sm.gradient(loaded.net, data.with_penalty(penalty)).norm())
+    assert grad_R > 1e-2 and grad_L <= 1e-3 * grad_R
+    assert sm.loss(loaded.net, data.with_penalty(penalty)) == pytest.approx(
+        estimator.loss_, rel=1e-12)
+
+
+def test_sklearn_penalty_follows_the_solver_blocks() -> None:
+    def lam(n: int, **params: Any) -> float:
+        penalty = sklearn_penalty(MLPRegressor(alpha=0.2, **params), n)
+        assert penalty is not None and penalty.scope == "weights"
+        return penalty.weight_decay
+
+    assert lam(35, solver="lbfgs", batch_size=10) == pytest.approx(0.2 / 35)
+    assert lam(30, solver="adam") == pytest.approx(0.2 / 30)  # "auto": min(200, n)
+    assert lam(1000, solver="sgd") == pytest.approx(0.2 / 200)
+    assert lam(35, solver="adam", batch_size=10) == pytest.approx(0.2 * (3 / 10 + 1 / 5) / 4)
+    assert lam(35, solver="sgd", batch_size=100) == pytest.approx(0.2 / 35)  # clipped to n
+    # early stopping trains on n − ⌈0.1 n⌉ samples
+    assert lam(50, solver="adam", early_stopping=True) == pytest.approx(0.2 / 45)
+    assert sklearn_penalty(MLPRegressor(alpha=0.0), 30) is None
+    assert sklearn_penalty(MLPRegressor(alpha=1e-4), 100) == Penalty(1e-6, "weights")
+    for bad in (0, -3, 2.5):
+        with pytest.raises(sm.OptionError, match="n_samples"):
+            sklearn_penalty(MLPRegressor(), bad)  # type: ignore[arg-type]

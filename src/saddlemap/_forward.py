@@ -159,7 +159,9 @@ def batches(
     """Forward passes over consecutive blocks of at most ``batch_size`` samples.
 
     With ``in_scratch`` each block overwrites the previous one's matrices: consume each
-    Forward before asking for the next.
+    Forward before asking for the next.  Every block is a subset of the data and so carries
+    its ``penalty``; the per-block kernels compute the data term R only, and the caller adds
+    the penalty once, after the last block.
     """
     data = checked_data(net, data)
     if batch_size is None or batch_size >= data.n:

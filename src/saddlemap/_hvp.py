@@ -10,6 +10,9 @@ over the n × m matrices σ, σ', which is what bounds them on a CPU.
   once (m small (K+D) × (K+D) blocks), after which each product is only the Gauss–Newton part:
   Jv = σ δa + rowsum(X̃ ∘ (σ' (a ⊙ δW̃))) and Jᵀu = (σᵀu, a ⊙ ((X̃ ∘ u)ᵀσ')ᵀ), four reads of
   σ or σ' by GEMM and no n × m write.  Several vectors share each GEMM.
+
+Both give the data term ∇²R only; :mod:`saddlemap.derivatives` adds a weight-decay penalty's
+λ M v once, after summing the blocks.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 These differentiate R(θ) as a plain function of the flat parameter vector, knowing nothing
 of the two-layer structure: they are the yardstick the closed forms of
 :mod:`saddlemap.derivatives` are checked against, and what a user would otherwise write.
+With a ``data.penalty`` the function differentiated is R(θ) + (λ/2)‖Mθ‖², as in the closed
+forms; :func:`output_function` and :func:`jacobian_autodiff` concern the outputs only.
 
 >>> import torch
 >>> from saddlemap import Dataset, TwoLayerNet, gradient
@@ -53,23 +55,34 @@ def output_function(net: TwoLayerNet, data: Dataset) -> FlatFn:
 
 
 def loss_function(net: TwoLayerNet, data: Dataset) -> FlatFn:
-    """θ ↦ R(θ), the empirical risk as a function of the flat vector θ (P,)."""
+    """θ ↦ R(θ) + P(θ) as a function of the flat vector θ (P,).
+
+    R is the empirical risk (1/n) Σ ℓ(g(θ, x_i), y_i) and P(θ) = (λ/2)‖Mθ‖² the
+    ``data.penalty`` (0 without one).
+    """
     data = checked_data(net, data)
     outputs = output_function(net, data)
+    penalty, layout = data.penalty, net.layout
 
     def risk(theta: torch.Tensor) -> torch.Tensor:
         return data.loss.value(outputs(theta), data.targets).mean()
 
-    return risk
+    if penalty is None:
+        return risk
+
+    def objective(theta: torch.Tensor) -> torch.Tensor:
+        return risk(theta) + penalty.value(theta, layout)
+
+    return objective
 
 
 def loss_autodiff(net: TwoLayerNet, data: Dataset) -> float:
-    """R(θ) evaluated through :func:`loss_function`."""
+    """R(θ) + P(θ) evaluated through :func:`loss_function`."""
     return float(loss_function(net, data)(net.flatten()))
 
 
 def gradient_autodiff(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
-    """∇R(θ) by reverse mode, shape (P,)."""
+    """∇(R + P)(θ) by reverse mode, shape (P,)."""
     return grad(loss_function(net, data))(net.flatten())
 
 
@@ -84,7 +97,7 @@ def hvp_autodiff(
     v: torch.Tensor,
     method: Literal["forward_over_reverse", "double_backward"] = "forward_over_reverse",
 ) -> torch.Tensor:
-    """H v by ``jvp(grad(R))`` or by double backward ``∇(∇R · v)``, shape (P,)."""
+    """H v by ``jvp(grad(L))`` or by double backward ``∇(∇L · v)``, L = R + P, shape (P,)."""
     risk = loss_function(net, data)
     theta = net.flatten()
     v = torch.as_tensor(v, dtype=theta.dtype, device=theta.device)
@@ -99,5 +112,5 @@ def hvp_autodiff(
 
 
 def hessian_autodiff(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
-    """∇²R(θ) by ``torch.func.hessian`` (forward over reverse), shape (P, P)."""
+    """∇²(R + P)(θ) by ``torch.func.hessian`` (forward over reverse), shape (P, P)."""
     return hessian(loss_function(net, data))(net.flatten())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .losses import Loss, get_loss
+from .losses import Loss, Penalty, as_penalty, get_loss
 
 __all__ = ["Dataset", "as_tensor"]
 
@@ -80,14 +80,24 @@ class Dataset:
         num_outputs: K, when the labels alone do not say it (cross-entropy).
         dtype: floating dtype for X and the targets (float64 by default, for analysis).
         device: where the tensors live.
+        penalty: weight decay, a :class:`~saddlemap.losses.Penalty` or a number λ (read as
+            ``Penalty(λ, "all")``).  The objective is then R(θ) + (λ/2)‖Mθ‖², and every
+            closed form (loss, gradient, Hessian, products) includes the penalty once; the
+            outputs' Jacobian, the residuals and the residual function φ stay those of R.
+            None (the default) for no penalty.
 
     Raises:
         DataError: NaN or Inf, mismatched or wrong shapes, empty data, non-numeric dtypes.
+        OptionError: a negative, NaN or infinite λ, or a penalty that is not a number.
+
+    >>> Dataset([[0.0], [1.0]], [0.0, 1.0], penalty=1e-3).penalty
+    Penalty(weight_decay=0.001, scope='all')
     """
 
     X: torch.Tensor
     targets: torch.Tensor
     loss: Loss
+    penalty: Penalty | None
 
     def __init__(
         self,
@@ -97,10 +107,12 @@ class Dataset:
         num_outputs: int | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
+        penalty: Penalty | float | None = None,
     ) -> None:
         if not dtype.is_floating_point:
             raise DataError(f"dtype must be a floating dtype, got {dtype}")
         loss_obj = get_loss(loss)
+        penalty_obj = as_penalty(penalty)
         x = as_tensor(X, "X", dtype, device)
         if x.ndim == 1:
             x = x.unsqueeze(1)
@@ -118,6 +130,7 @@ class Dataset:
         object.__setattr__(self, "X", x)
         object.__setattr__(self, "targets", targets)
         object.__setattr__(self, "loss", loss_obj)
+        object.__setattr__(self, "penalty", penalty_obj)
 
     @property
     def n(self) -> int:
@@ -145,12 +158,15 @@ class Dataset:
         return self.X.device
 
     @classmethod
-    def _from_tensors(cls, X: torch.Tensor, targets: torch.Tensor, loss: Loss) -> Dataset:
+    def _from_tensors(
+        cls, X: torch.Tensor, targets: torch.Tensor, loss: Loss, penalty: Penalty | None
+    ) -> Dataset:
         # Already validated tensors: skip __init__'s checks.
         new = object.__new__(cls)
         object.__setattr__(new, "X", X)
         object.__setattr__(new, "targets", targets)
         object.__setattr__(new, "loss", loss)
+        object.__setattr__(new, "penalty", penalty)
         return new
 
     def to(
@@ -162,14 +178,28 @@ class Dataset:
             self.X.to(dtype=dtype, device=device),
             self.targets.to(dtype=dtype, device=device),
             self.loss,
+            self.penalty,
         )
 
     def subset(self, index: slice | torch.Tensor) -> Dataset:
-        """The samples selected by ``index`` (a slice or an index tensor)."""
-        return Dataset._from_tensors(self.X[index], self.targets[index], self.loss)
+        """The samples selected by ``index`` (a slice or an index tensor), same penalty.
+
+        The penalty does not scale with the number of samples: on a subset it is still
+        (λ/2)‖Mθ‖², added to that subset's mean loss.
+        """
+        return Dataset._from_tensors(self.X[index], self.targets[index], self.loss, self.penalty)
+
+    def with_penalty(self, penalty: Penalty | float | None) -> Dataset:
+        """The same samples and loss with another penalty (None removes it).
+
+        Raises:
+            OptionError: a bad λ.
+        """
+        return Dataset._from_tensors(self.X, self.targets, self.loss, as_penalty(penalty))
 
     def __repr__(self) -> str:
+        penalty = "" if self.penalty is None else f", penalty={self.penalty!r}"
         return (
             f"Dataset(n={self.n}, d={self.input_dim}, K={self.output_dim}, "
-            f"loss={self.loss.name!r}, dtype={self.dtype})"
+            f"loss={self.loss.name!r}, dtype={self.dtype}{penalty})"
         )

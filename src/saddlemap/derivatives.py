@@ -13,6 +13,15 @@ The Gauss–Newton part is one matrix product and the residual part is block dia
 is why these are far cheaper than generic autodiff.  Every function accepts
 ``batch_size`` to stream over the data in blocks for large n.
 
+**Weight decay.**  When the data carry a :class:`~saddlemap.losses.Penalty`
+(``data.penalty``), the objective is L(θ) = R(θ) + P(θ) with P(θ) = (λ/2)‖Mθ‖², M the 0/1
+mask of the parameters in its scope.  :func:`loss`, :func:`loss_and_gradient`,
+:func:`gradient`, :func:`hvp`, :func:`hessian` and :class:`HessianOperator` then give L,
+∇L = ∇R + λMθ and ∇²L = ∇²R + λ diag(M): the penalty is added once, after the (possibly
+streamed) data term, as one axpy.  :func:`jacobian`, :func:`residuals` and
+:func:`residual_function` are the data term's only: the residual function φ and the theory
+of critical sets built on it concern R without the penalty.
+
 >>> import torch
 >>> from saddlemap import Dataset, TwoLayerNet
 >>> net = TwoLayerNet([0.6], [[1.4]], activation="tanh")
@@ -36,7 +45,8 @@ from ._hvp import CachedHessian, product_at_point, residual_blocks
 from ._workspace import scratch
 from .data import Dataset
 from .errors import OptionError
-from .network import TwoLayerNet
+from .losses import Penalty
+from .network import ParamLayout, TwoLayerNet
 
 __all__ = [
     "HessianOperator",
@@ -53,29 +63,65 @@ __all__ = [
 ]
 
 
+def _active(penalty: Penalty | None) -> Penalty | None:
+    """The penalty when it adds anything (λ > 0), else None."""
+    return penalty if penalty is not None and penalty.weight_decay > 0.0 else None
+
+
+def _penalty_value(net: TwoLayerNet, penalty: Penalty | None) -> float:
+    """P(θ) = (λ/2)‖Mθ‖², 0 without a penalty."""
+    penalty = _active(penalty)
+    return 0.0 if penalty is None else float(penalty.value(net.flatten(), net.layout))
+
+
+def _add_penalty(
+    out: torch.Tensor, penalty: Penalty | None, layout: ParamLayout, v: torch.Tensor
+) -> torch.Tensor:
+    """Add λ M v to ``out`` in place (both of shape (P,) or (P, r)) and return ``out``.
+
+    With v = θ this is ∇P, with a direction v the product ∇²P v.
+    """
+    penalty = _active(penalty)
+    if penalty is None:
+        return out
+    if penalty.scope == "all":
+        return out.add_(v, alpha=penalty.weight_decay)
+    mask = penalty.mask(layout, v.dtype, v.device)
+    return out.addcmul_(v, mask if v.ndim == 1 else mask[:, None], value=penalty.weight_decay)
+
+
 def loss(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> float:
-    """The empirical risk R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i)."""
+    """The objective R(θ) + P(θ): the empirical risk R(θ) = (1/n) Σ_i ℓ(g(θ, x_i), y_i).
+
+    P(θ) = (λ/2)‖Mθ‖² when ``data.penalty`` is set, else 0 (see the module docstring).
+    """
     total = 0.0
     for fw in batches(net, data, batch_size, in_scratch=True, order=0):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
-    return total / checked_data(net, data).n
+    return total / checked_data(net, data).n + _penalty_value(net, data.penalty)
 
 
 def loss_and_gradient(
     net: TwoLayerNet, data: Dataset, batch_size: int | None = None
 ) -> tuple[float, torch.Tensor]:
-    """R(θ) and ∇R(θ) from one forward pass (what a training step needs)."""
+    """R + P and ∇R + λMθ from one forward pass (what a training step needs)."""
     total, grad = 0.0, None
     for fw in batches(net, data, batch_size, in_scratch=True, order=1):
         total += float(fw.data.loss.value(fw.g, fw.data.targets).sum())
         block = _gradient_block(fw)
         grad = block if grad is None else grad + block
     assert grad is not None  # batches yields at least one block
-    return total / fw.n_total, grad
+    value = total / fw.n_total + _penalty_value(net, data.penalty)
+    if _active(data.penalty) is not None:
+        grad = _add_penalty(grad, data.penalty, net.layout, net.flatten())
+    return value, grad
 
 
 def residuals(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
-    """Per-sample residuals e_i = ∇_g ℓ(g(θ, x_i), y_i) / n, shape (n, K)."""
+    """Per-sample residuals e_i = ∇_g ℓ(g(θ, x_i), y_i) / n, shape (n, K).
+
+    Those of the data term R only: a penalty has no residuals.
+    """
     return forward(net, checked_data(net, data), order=0).e
 
 
@@ -91,9 +137,12 @@ def _gradient_block(fw: Forward) -> torch.Tensor:
 
 
 def gradient(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> torch.Tensor:
-    """∇R(θ) in the flat layout, shape (P,)."""
+    """∇R(θ) + λMθ in the flat layout, shape (P,) (λ = 0 without ``data.penalty``)."""
     blocks = batches(net, data, batch_size, in_scratch=True, order=1)
-    return sum(_gradient_block(fw) for fw in blocks)  # type: ignore[return-value]
+    grad: torch.Tensor = sum(_gradient_block(fw) for fw in blocks)  # type: ignore[assignment]
+    if _active(data.penalty) is not None:
+        grad = _add_penalty(grad, data.penalty, net.layout, net.flatten())
+    return grad
 
 
 def _jacobian_block(fw: Forward) -> torch.Tensor:
@@ -110,7 +159,7 @@ def _jacobian_block(fw: Forward) -> torch.Tensor:
 
 
 def jacobian(net: TwoLayerNet, data: Dataset) -> torch.Tensor:
-    """Jacobian of the outputs, ∂g(θ, x_i)_c / ∂θ, shape (n, K, P)."""
+    """Jacobian of the outputs, ∂g(θ, x_i)_c / ∂θ, shape (n, K, P) (no penalty term)."""
     return _jacobian_block(forward(net, checked_data(net, data), order=1))
 
 
@@ -119,9 +168,10 @@ def hvp(
 ) -> torch.Tensor:
     """Hessian-vector product H v for v of shape (P,), or H V for V of shape (P, r).
 
-    Costs a few matrix products of size n × m × (d + K): no Hessian is formed.  Several
-    vectors share one forward pass and the residual blocks B_k (see
-    :class:`HessianOperator`, which keeps them for later products too).
+    H = ∇²R + λ diag(M) with ``data.penalty``, so the penalty adds λ M v.  Costs a few
+    matrix products of size n × m × (d + K): no Hessian is formed.  Several vectors share
+    one forward pass and the residual blocks B_k (see :class:`HessianOperator`, which keeps
+    them for later products too).
     """
     # Detached like the network and data: these closed forms are not for autograd.
     v = torch.as_tensor(v, dtype=net.dtype, device=net.device).detach()
@@ -133,7 +183,7 @@ def hvp(
         block = product_at_point(fw, v1)
         out = block if out is None else out.add_(block)
     assert out is not None  # batches yields at least one block
-    return out.reshape(v.shape)
+    return _add_penalty(out.reshape(v.shape), data.penalty, net.layout, v)
 
 
 def _hessian_block(fw: Forward) -> torch.Tensor:
@@ -152,17 +202,22 @@ def _hessian_block(fw: Forward) -> torch.Tensor:
 
 
 def hessian(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> torch.Tensor:
-    """The full Hessian ∇²R(θ), shape (P, P), in the flat layout.
+    """The full Hessian ∇²R(θ) + λ diag(M), shape (P, P), in the flat layout.
 
     Gauss–Newton part Jᵀ diag(h_i) J as one matrix product per block of samples, plus the
-    block-diagonal residual part ⊕_k B_k (docs/theory.md §2).
+    block-diagonal residual part ⊕_k B_k (docs/theory.md §2), plus λ on the diagonal entries
+    of the parameters a ``data.penalty`` covers.
     """
     blocks = batches(net, data, batch_size)
     H = _hessian_block(next(blocks))
     for fw in blocks:
         H += _hessian_block(fw)
     # Rounding leaves Jᵀ(hJ) asymmetric in the last bit; analysis wants an exactly symmetric H.
-    return 0.5 * (H + H.T)
+    H = 0.5 * (H + H.T)
+    penalty = _active(data.penalty)
+    if penalty is not None:
+        H.diagonal().add_(penalty.mask(net.layout, H.dtype, H.device), alpha=penalty.weight_decay)
+    return H
 
 
 class HessianOperator(LinearOperator):
@@ -171,11 +226,13 @@ class HessianOperator(LinearOperator):
     The forward pass (per block of ``batch_size`` samples) and the residual blocks B_k are
     formed once, keeping σ, σ' and σ'ᵀ (3nm numbers); each product is then the Gauss–Newton
     part, four matrix products that read σ or σ' and write no n × m matrix, plus the small
-    B_k.  Several vectors share each product.  ``num_matvecs`` counts vectors multiplied.
+    B_k.  With ``data.penalty`` each product adds λ M V once.  Several vectors share each
+    product.  ``num_matvecs`` counts vectors multiplied.
     """
 
     def __init__(self, net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> None:
         self.net = net
+        self.penalty = _active(data.penalty)
         self._cached = CachedHessian(list(batches(net, data, batch_size)))
         self.num_matvecs = 0
         P = net.num_params
@@ -184,7 +241,7 @@ class HessianOperator(LinearOperator):
     def apply(self, V: torch.Tensor) -> torch.Tensor:
         """H V for a torch tensor V of shape (P, r), on the network's device."""
         self.num_matvecs += V.shape[1]
-        return self._cached.apply(V.T).T
+        return _add_penalty(self._cached.apply(V.T).T, self.penalty, self.net.layout, V)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
         V = torch.as_tensor(np.ascontiguousarray(X), dtype=self.net.dtype, device=self.net.device)
@@ -210,7 +267,8 @@ class ResidualFunction:
 
     Points u are augmented input weights (length D = d + 1 with a hidden bias), one per row
     of ``U`` (shape (p, D)) or a single vector (D,).  φ depends on θ only through the outputs,
-    so every network with the same outputs on the data shares it.
+    so every network with the same outputs on the data shares it.  It is φ of the data term
+    R: a ``data.penalty`` does not enter it (with one, ∂L/∂a_k = φ(w̃_k) + λ a_k).
     """
 
     X: torch.Tensor
@@ -255,7 +313,7 @@ class ResidualFunction:
 
 
 def residual_function(net: TwoLayerNet, data: Dataset) -> ResidualFunction:
-    """The residual function of the output function of ``net`` on ``data``.
+    """The residual function of the output function of ``net`` on ``data`` (R's, no penalty).
 
     >>> import torch
     >>> from saddlemap import Dataset, TwoLayerNet, gradient

@@ -10,21 +10,34 @@ them from user labels) and returns per-sample values (n,), gradients (n, K) and 
 >>> t = torch.tensor([[0.0], [0.0]], dtype=torch.float64)
 >>> SquaredLoss().value(g, t).tolist()
 [0.5, 2.0]
+
+A :class:`Penalty` (weight decay) adds (λ/2)‖Mθ‖² to R; it lives on the
+:class:`~saddlemap.Dataset` with the loss, since both together define the objective.
 """
 
 from __future__ import annotations
 
 import abc
+import math
+import numbers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from .errors import DataError, LossError
+from .errors import DataError, LossError, OptionError
+
+if TYPE_CHECKING:  # the layout lives in a higher layer; only its attributes are used here
+    from .network import ParamLayout
 
 __all__ = [
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Loss",
+    "Penalty",
+    "PenaltyScope",
     "SquaredLoss",
+    "as_penalty",
     "available_losses",
     "get_loss",
     "register_loss",
@@ -226,3 +239,126 @@ def get_loss(loss: str | Loss) -> Loss:
     except KeyError:
         known = ", ".join(available_losses())
         raise LossError(f"unknown loss {loss!r}; known: {known}") from None
+
+
+# ------------------------------------------------------------------------------ penalty
+#: Which parameters a :class:`Penalty` decays: every one, or the weights a, W only.
+PenaltyScope = Literal["all", "weights"]
+_SCOPES: tuple[str, ...] = ("all", "weights")
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """Weight decay: the objective becomes L(θ) = R(θ) + P(θ) with P(θ) = (λ/2)‖Mθ‖².
+
+    M is the diagonal 0/1 mask of the parameters in ``scope`` (:meth:`mask`), so
+    ∇P = λ Mθ and ∇²P = λ diag(M) (M² = M).
+
+    * ``"all"``: every parameter, biases b and c included.  This is an L2 term on the loss
+      with torch's convention: ``weight_decay`` of ``torch.optim.SGD`` and ``Adam`` adds
+      wd·θ to the gradient of every parameter it is given.  AdamW's decoupled decay is not
+      a term of the objective and has no exact equivalent here.
+    * ``"weights"``: the weights a and W only, not the biases b, c (scikit-learn's
+      convention: ``alpha`` decays ``coefs_``, not ``intercepts_``; see
+      :func:`saddlemap.io._sklearn.sklearn_penalty`).
+
+    λ is in the units of saddlemap's R = (1/n) Σ ℓ (ℓ = ½‖g − y‖² for the squared loss).  An
+    optimiser minimising c·R + (wd/2)‖Mθ‖² has λ = wd / c: ``nn.MSELoss()`` is (2/K)·R, so
+    λ = K·wd/2; ``nn.CrossEntropyLoss()`` is R, so λ = wd.
+
+    Args:
+        weight_decay: λ ≥ 0, finite.
+        scope: ``"all"`` or ``"weights"``.
+
+    Raises:
+        OptionError: λ negative, NaN, infinite or not a number; an unknown scope.
+
+    >>> from saddlemap.network import ParamLayout
+    >>> lay = ParamLayout(width=2, input_dim=1, output_dim=1, hidden_bias=True, output_bias=True)
+    >>> pen = Penalty(0.5, "weights")
+    >>> pen.mask(lay).tolist()      # [a_1, w_1, b_1, a_2, w_2, b_2, c]
+    [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    >>> theta = torch.tensor([1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    >>> float(pen.value(theta, lay))  # (0.5 / 2) (1 + 4 + 1 + 4)
+    2.5
+    >>> pen.gradient(theta, lay).tolist()
+    [0.5, 1.0, 0.0, 0.5, 1.0, 0.0, 0.0]
+    >>> Penalty(0.5).describe()
+    'weight decay λ = 0.5 on all parameters: R + (λ/2)‖θ‖²'
+    >>> Penalty(-1.0)
+    Traceback (most recent call last):
+        ...
+    saddlemap.errors.OptionError: weight_decay must be finite and ≥ 0, got -1.0
+    """
+
+    weight_decay: float
+    scope: PenaltyScope = "all"
+
+    def __post_init__(self) -> None:
+        lam = self.weight_decay
+        if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+            raise OptionError(f"weight_decay must be a real number, got {lam!r}")
+        lam = float(lam)
+        if not (math.isfinite(lam) and lam >= 0.0):
+            raise OptionError(f"weight_decay must be finite and ≥ 0, got {lam!r}")
+        if self.scope not in _SCOPES:
+            raise OptionError(
+                f"unknown penalty scope {self.scope!r}; known: {', '.join(_SCOPES)}"
+            )
+        object.__setattr__(self, "weight_decay", lam)
+
+    def mask(
+        self,
+        layout: ParamLayout,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """The diagonal of M over the flat vector (length P): 1 in scope, 0 outside."""
+        if self.scope == "all":
+            return torch.ones(layout.num_params, dtype=dtype, device=device)
+        m, K = layout.width, layout.output_dim
+        a = torch.ones(m, K, dtype=dtype, device=device)
+        w_aug = torch.ones(m, layout.aug_dim, dtype=dtype, device=device)
+        w_aug[:, layout.input_dim :] = 0.0  # b_k, the last entry of w̃_k with a hidden bias
+        c = torch.zeros(K * int(layout.output_bias), dtype=dtype, device=device)
+        return layout.join(a, w_aug, c)
+
+    def _masked(self, theta: torch.Tensor, layout: ParamLayout) -> torch.Tensor:
+        """Mθ for θ of shape (..., P)."""
+        if self.scope == "all":
+            return theta
+        return theta * self.mask(layout, theta.dtype, theta.device)
+
+    def value(self, theta: torch.Tensor, layout: ParamLayout) -> torch.Tensor:
+        """P(θ) = (λ/2)‖Mθ‖² for θ of shape (..., P), a tensor of shape (...)."""
+        masked = self._masked(theta, layout)
+        return 0.5 * self.weight_decay * (masked * masked).sum(-1)
+
+    def gradient(self, theta: torch.Tensor, layout: ParamLayout) -> torch.Tensor:
+        """∇P(θ) = λ Mθ; also the Hessian product λ M v, for v of shape (..., P)."""
+        return self.weight_decay * self._masked(theta, layout)
+
+    def describe(self) -> str:
+        """One line saying what the penalty adds to R."""
+        if self.scope == "all":
+            return f"weight decay λ = {self.weight_decay:g} on all parameters: R + (λ/2)‖θ‖²"
+        return (
+            f"weight decay λ = {self.weight_decay:g} on the weights a, W (not the biases b, c): "
+            "R + (λ/2)(‖a‖² + ‖W‖²)"
+        )
+
+
+def as_penalty(penalty: Penalty | float | None) -> Penalty | None:
+    """None, a :class:`Penalty`, or a number λ read as ``Penalty(λ, "all")``.
+
+    Raises:
+        OptionError: anything else, or a bad λ.
+
+    >>> as_penalty(0.25)
+    Penalty(weight_decay=0.25, scope='all')
+    >>> as_penalty(None) is None
+    True
+    """
+    if penalty is None or isinstance(penalty, Penalty):
+        return penalty
+    return Penalty(penalty, "all")

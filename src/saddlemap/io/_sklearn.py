@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -17,12 +18,15 @@ import numpy as np
 import torch
 
 from ..activations import get_activation
-from ..errors import ActivationError, ModelError
+from ..errors import ActivationError, ModelError, OptionError
+from ..losses import Penalty
 from ..network import TwoLayerNet
 from ..verdicts import ModelKind, Note, NoteCode
 from ._common import LoadedModel, dtype_note, one_line, require
 
-__all__ = ["export_sklearn", "from_sklearn", "is_sklearn", "read_pickled_estimator"]
+__all__ = [
+    "export_sklearn", "from_sklearn", "is_sklearn", "read_pickled_estimator", "sklearn_penalty",
+]
 
 # sklearn's activation names ↔ saddlemap's.
 _SKLEARN_TO_SADDLEMAP = {
@@ -103,13 +107,76 @@ def from_sklearn(estimator: Any) -> LoadedModel:
         Note(
             NoteCode.OTHER,
             f"scikit-learn minimises {objective} + alpha·‖W‖²/(2n) with alpha={estimator.alpha}; "
-            "the L2 penalty is not part of R",
+            "the L2 penalty is not part of R unless the data carry "
+            "sklearn_penalty(estimator, n) = Penalty(alpha/n, 'weights')",
         )
     ]
     converted = dtype_note([coefs[0].dtype])
     if converted is not None:
         notes.append(converted)
     return LoadedModel(net, ModelKind.SKLEARN, loss, estimator, None, tuple(notes))
+
+
+def _epoch_batch_sizes(estimator: Any, n_samples: int) -> list[int]:
+    """The sizes of the blocks one pass of the estimator's solver over the data uses."""
+    if estimator.solver == "lbfgs":
+        return [n_samples]  # full batch
+    n = n_samples
+    if getattr(estimator, "early_stopping", False):  # train_test_split's training part
+        n -= math.ceil(float(estimator.validation_fraction) * n_samples)
+        if n < 1:
+            raise OptionError(
+                f"with early_stopping and validation_fraction={estimator.validation_fraction}, "
+                f"{n_samples} samples leave none to train on"
+            )
+    if estimator.batch_size == "auto":
+        size = min(200, n)
+    else:
+        size = min(max(int(estimator.batch_size), 1), n)
+    sizes = [size] * (n // size)
+    if n % size:
+        sizes.append(n % size)
+    return sizes
+
+
+def sklearn_penalty(estimator: Any, n_samples: int) -> Penalty | None:
+    """The weight decay a fitted scikit-learn MLP was trained with, in saddlemap's units.
+
+    scikit-learn's ``_backprop`` on a block of B samples returns the loss
+    ℓ_sk + (alpha / (2B)) Σ_l ‖coefs_[l]‖² and the gradient
+    (Σ_i ∇ℓ_i + alpha · coefs_) / B for the coefficient matrices, Σ_i ∇ℓ_i / B for the
+    intercepts, where ∇ℓ_i is the gradient of saddlemap's per-sample loss (ℓ = ½‖g − y‖² for
+    ``squared_error``, the log-loss of the softmax or logistic output for a classifier).  So
+    its gradient is ∇R_B + (alpha / B) M θ with M the mask of a and W: saddlemap's
+    ``Penalty(alpha / B, "weights")`` on R = (1/n) Σ ℓ.  For ``solver="lbfgs"`` the block is
+    the whole data, so λ = alpha / n, exactly.  For ``"sgd"`` and ``"adam"`` a pass over the
+    data takes blocks B_1, …, B_J of ``batch_size`` (``"auto"`` is min(200, n)) and the
+    expected sum of their gradients over a shuffle is J ∇R + alpha Σ_j (1/B_j) M θ, so
+    λ = alpha · mean_j (1/B_j) (alpha / B when B divides n); with ``early_stopping`` the
+    blocks cover the training part, n − ⌈validation_fraction · n⌉ samples.
+
+    With K > 1 outputs scikit-learn's ``squared_error`` *value* averages over outputs too,
+    (1/K)·R + P, while its gradient is that of R + P: the penalty here follows the gradient,
+    which is what the optimiser follows.  Fits with ``sample_weight`` divide by the sum of
+    the weights instead of n; saddlemap has no sample weights.
+
+    Args:
+        estimator: a fitted ``MLPRegressor`` or ``MLPClassifier``.
+        n_samples: the number of samples passed to ``fit``.
+
+    Returns:
+        ``Penalty(λ, "weights")``, or None when ``alpha`` is 0.
+
+    Raises:
+        OptionError: n_samples < 1, or no samples left to train on.
+    """
+    if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
+        raise OptionError(f"n_samples must be a positive integer, got {n_samples!r}")
+    alpha = float(estimator.alpha)
+    if alpha == 0.0:
+        return None
+    sizes = _epoch_batch_sizes(estimator, int(n_samples))
+    return Penalty(math.fsum(alpha / b for b in sizes) / len(sizes), "weights")
 
 
 def read_pickled_estimator(path: Path, activation: str | None) -> LoadedModel:
