@@ -235,6 +235,48 @@ def test_dtype_note_has_one_wording(name: str, tmp_path: Path) -> None:
     assert all("converted" not in str(n) for n in loaded.notes if n not in converted)
 
 
+@pytest.mark.parametrize("name", ["module", "state_dict", "pt_state_dict", "safetensors", "npz"])
+def test_export_keeps_the_original_dtype(name: str, tmp_path: Path) -> None:
+    model = float32_models(tmp_path)[name]
+    needs_activation = name in ("state_dict", "pt_state_dict")
+    loaded = load_model(model, activation="tanh" if needs_activation else None)
+    assert (loaded.dtype, loaded.device) == (torch.float32, torch.device("cpu"))
+    assert loaded.net.dtype == torch.float64  # analysed in float64, exported as it came
+    smaller = drop_last_neuron(loaded.net)
+    exported = export_model(smaller, loaded)
+    assert isinstance(exported, nn.Sequential) and exported[0].out_features == 4
+    assert {p.dtype for p in exported.parameters()} == {torch.float32}
+    X = torch.randn(6, 3, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = exported(X)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), smaller(X.double()).numpy(), rtol=0, atol=1e-5)
+
+
+def test_loaded_model_dtype_and_device_default_to_float64_on_cpu(
+    regressor: MLPRegressor,
+) -> None:
+    net = sm.TwoLayerNet([1.0], [[2.0]])
+    plain = LoadedModel(net, ModelKind.NPZ, "mse", None, None, ())
+    assert (plain.dtype, plain.device) == (torch.float64, torch.device("cpu"))
+    float64_module = load_model(trained_module(torch.float64))
+    assert float64_module.dtype == torch.float64
+    assert export_model(float64_module.net, float64_module)[0].weight.dtype == torch.float64
+    assert load_model(regressor).dtype == torch.float64  # scikit-learn: the default
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_export_keeps_the_original_device() -> None:
+    module = trained_module(torch.float32).cuda()
+    loaded = load_model(module)
+    assert loaded.device.type == "cuda" and loaded.dtype == torch.float32
+    exported = export_model(drop_last_neuron(loaded.net), loaded)
+    param = next(exported.parameters())
+    assert param.device.type == "cuda" and param.dtype == torch.float32
+    with torch.no_grad():
+        assert exported(torch.randn(4, 3, device="cuda")).dtype == torch.float32
+
+
 # ----------------------------------------------------------------------------- sklearn
 def pre_activation(estimator: Any, X: np.ndarray) -> np.ndarray:
     """The estimator's output before its output activation, computed from its weights."""

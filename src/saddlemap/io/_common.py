@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..activations import Activation, get_activation, leaky_relu
 from ..errors import ActivationError, ModelError, SaddlemapError
@@ -28,6 +29,9 @@ from ..network import TwoLayerNet
 from ..verdicts import ModelKind, Note, NoteCode
 
 PathLike = str | os.PathLike[str]
+
+#: Where a reader that does not say puts the original model.
+CPU = torch.device("cpu")
 
 #: The note of every reader whose model does not record the loss it was trained with.
 NO_LOSS_NOTE = Note(
@@ -50,6 +54,12 @@ class LoadedModel:
         notes: differences between the model and ``net`` worth knowing (a regulariser that
             is not part of R, a float32 original, torch's Softplus threshold, ...), each a
             :class:`~saddlemap.verdicts.Note` whose ``str`` is the sentence.
+        dtype: the original model's floating dtype (a torch module's or state_dict's
+            parameters, the arrays of an ``.npz`` or ``.safetensors`` file); float64 where
+            the reader does not say.  :func:`~saddlemap.io.export_model` gives torch
+            modules back in it.
+        device: the original model's device (its parameters'); cpu for files, which are
+            read onto the cpu.
     """
 
     net: TwoLayerNet
@@ -58,6 +68,8 @@ class LoadedModel:
     source: object | None
     path: str | None
     notes: tuple[Note, ...]
+    dtype: torch.dtype = torch.float64
+    device: torch.device = CPU
 
 
 # ------------------------------------------------------------------------------- notes
@@ -79,6 +91,28 @@ def dtype_note(dtypes: Iterable[object]) -> Note | None:
     return Note(
         NoteCode.DTYPE_CONVERTED, f"parameters converted from {', '.join(names)} to float64"
     )
+
+
+def original_dtype(dtypes: Iterable[object]) -> torch.dtype:
+    """The torch dtype of a model's parameters: the first floating one, else float64.
+
+    Torch and NumPy dtypes are both read (``np.dtype("float32")`` → ``torch.float32``).
+
+    >>> original_dtype([np.dtype("float32")]), original_dtype([torch.int64])
+    (torch.float32, torch.float64)
+    """
+    for dtype in dtypes:
+        if isinstance(dtype, torch.dtype):
+            if dtype.is_floating_point:
+                return dtype
+            continue
+        try:
+            as_torch = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype  # type: ignore[call-overload]
+        except TypeError:
+            continue
+        if as_torch.is_floating_point:
+            return as_torch
+    return torch.float64
 
 
 def choose_activation(

@@ -18,6 +18,7 @@ from ..errors import ModelError, SaddlemapError
 from ..network import TwoLayerNet
 from ..verdicts import ModelKind, Note, NoteCode
 from ._common import (
+    CPU,
     NO_LOSS_NOTE,
     LoadedModel,
     PathLike,
@@ -26,6 +27,7 @@ from ._common import (
     choose_activation,
     dtype_note,
     one_line,
+    original_dtype,
     read_npz,
     require,
     with_path,
@@ -122,8 +124,11 @@ def _from_module(module: nn.Module, path: Path | None, activation: str | None) -
     except SaddlemapError as exc:
         raise with_path(path, exc) from exc
     notes = (*_torch_notes(module), NO_LOSS_NOTE)
+    first = next(module.parameters(), None)
     return LoadedModel(
-        net, ModelKind.TORCH, "mse", module, None if path is None else str(path), notes
+        net, ModelKind.TORCH, "mse", module, None if path is None else str(path), notes,
+        original_dtype(p.dtype for p in module.parameters()),
+        CPU if first is None else first.device,
     )
 
 
@@ -168,7 +173,12 @@ def _from_state_dict(
         raise with_path(path, exc) from exc
     converted = dtype_note(t.dtype for t in tensors.values())
     notes = (*extra_notes, *(() if converted is None else (converted,)), NO_LOSS_NOTE)
-    return LoadedModel(net, kind, "mse", None, None if path is None else str(path), notes)
+    first = next(iter(tensors.values()), None)
+    return LoadedModel(
+        net, kind, "mse", None, None if path is None else str(path), notes,
+        original_dtype(t.dtype for t in tensors.values()),
+        CPU if first is None else first.device,
+    )
 
 
 # ----------------------------------------------------------------------- file readers
@@ -228,7 +238,10 @@ def _read_npz_model(path: Path, activation: str | None) -> LoadedModel:
         raise with_path(path, exc) from exc
     converted = dtype_note(arrays[key].dtype for key in params)
     notes = (*notes, *(() if converted is None else (converted,)), NO_LOSS_NOTE)
-    return LoadedModel(net, ModelKind.NPZ, "mse", None, str(path), notes)
+    return LoadedModel(
+        net, ModelKind.NPZ, "mse", None, str(path), notes,
+        original_dtype(arrays[key].dtype for key in params),
+    )
 
 
 #: The model file readers, by lower-case suffix.
@@ -262,8 +275,9 @@ def export_model(net: TwoLayerNet, like: LoadedModel) -> object:
     ``hidden_layer_sizes=(m,)`` and ``net``'s weights, whose ``predict`` /
     ``predict_proba`` compute ``net``'s outputs (through the output activation).  Training
     history attributes (``loss_curve_``, ``n_iter_``, ...) are the original's.
-    For every other kind: ``nn.Sequential(Linear, activation, Linear)``, in the original
-    module's dtype when there is one, else in ``net``'s dtype.
+    For every other kind: ``nn.Sequential(Linear, activation, Linear)`` in the original
+    model's dtype and on its device (``like.dtype``, ``like.device``): a float32 model
+    comes back float32 and runs on float32 inputs.
 
     Args:
         net: the network to export; same input and output dimensions as ``like.net``.
@@ -290,9 +304,4 @@ def export_model(net: TwoLayerNet, like: LoadedModel) -> object:
         )
     if like.kind is ModelKind.SKLEARN:
         return export_sklearn(net, like)
-    module = net.to_torch()
-    if isinstance(like.source, nn.Module):
-        param = next(like.source.parameters(), None)
-        if param is not None:
-            module = module.to(dtype=param.dtype)
-    return module
+    return net.to_torch().to(dtype=like.dtype, device=like.device)
