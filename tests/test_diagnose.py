@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,9 @@ def test_constructed_split_saddle_is_a_strict_saddle_with_a_checked_witness() ->
     assert float(v @ H @ v) < 0  # checked independently of the library's own claim
     assert rep.escape is not None and rep.escape.end is not None
     assert rep.escape.end.loss < rep.loss
-    assert "Smaller network: yes" in rep.summary() and "Saddle: yes" in rep.summary()
+    assert "Smaller model: yes" in rep.summary() and "is a strict saddle" in rep.summary()
+    assert rep.branch is not None and rep.branch.is_saddle_branch and rep.branch.width == 1
+    assert rep.descent.improved and rep.descent.lambda_min < 0
 
 
 def test_constructed_non_strict_saddle_reports_a_descending_curve() -> None:
@@ -39,19 +42,29 @@ def test_constructed_non_strict_saddle_reports_a_descending_curve() -> None:
 
 def test_stalled_training_run_has_a_smaller_minimal_width() -> None:
     rep = sm.run_demo()
-    assert rep.minimal_width < rep.net.width
-    assert rep.point.converged
+    assert rep.compression.width < rep.net.width
     assert rep.compression.params_after < rep.compression.params_before
     assert "stalled" in str(rep.notes[0])
 
 
-def test_report_json_markdown_html(tmp_path: object) -> None:
+def test_report_json_markdown_html(tmp_path: Path) -> None:
     rep = sm.diagnose(sm.TwoLayerNet([2 * A, -A], [[W], [W]]), WORKED,
                       escape_steps=100)
     paths = sm.save_report(rep, str(tmp_path))
     record = json.loads(open(paths["json"]).read())
-    assert record["schema_version"] == SCHEMA_VERSION
+    assert record["schema_version"] == SCHEMA_VERSION == "2.0"
     assert record["classification"]["kind"] == "strict saddle"
+    for section, keys in {
+        "compression": ("width", "loss_before", "loss_after", "profile"),
+        "descent": ("lambda_min", "loss_after_step"),
+        "nearest_branch": ("width", "distance", "loss_gap"),
+        "critical_point": ("at_infinity",), "penalty": ("weight_decay",),
+    }.items():
+        assert all(key in record[section] for key in keys), section
+    assert record["compression"]["width"] == 1 and record["nearest_branch"]["width"] == 1
+    assert all({"width", "loss"} <= set(p) for p in record["compression"]["profile"])
+    assert record["penalty"]["weight_decay"] is None
+    assert (tmp_path / "compressed.npz").exists() and (tmp_path / "improved.npz").exists()
     assert record["reduction"]["minimal_width"] == 1
     assert record["escape"]["end_loss"] < record["loss"]
     html = open(paths["html"]).read()
@@ -75,7 +88,7 @@ def test_compress_keeps_outputs_and_counts_savings() -> None:
 def test_not_critical_point_is_still_training() -> None:
     rep = sm.diagnose(sm.TwoLayerNet([0.3], [[1.0]]), WORKED, refine=False)
     assert rep.verdict is sm.Kind.NOT_CRITICAL
-    assert "keep training" in rep.summary()
+    assert "not at a critical point" in rep.summary()
 
 
 def test_mismatched_data_is_refused() -> None:

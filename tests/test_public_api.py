@@ -21,7 +21,9 @@ PUBLIC = {
     # verdicts, tolerances and the analysis context
     "Verdict", "Kind", "BranchVerdict", "SplitRegion", "EdgeKind", "EscapeMethod",
     "PlateauVerdict", "ModelKind", "Note", "NoteCode", "Tolerances", "Analysis",
-    "OptionError", "CriticalPointError",
+    "OptionError", "CriticalPointError", "Penalty", "Descent", "negative_curvature_step",
+    "BranchPoint", "nearest_branch_point", "sklearn_penalty", "CompressionProfile",
+    "ProfilePoint", "compression_profile",
     # problems and training
     "teacher_student", "TeacherStudent", "TeacherStudentSettings", "train", "safe_step_size",
     "TrainResult", "TrainState", "History",

@@ -19,7 +19,31 @@ from ._lazy import public_names
 from ._version import __version__
 
 if TYPE_CHECKING:
+    # The public API, grouped by layer (kept in this order, not sorted).
+    # isort: off
     # --- foundation: verdicts, tolerances, errors, activations, losses, networks, data
+    from .verdicts import (
+        BranchVerdict,
+        EdgeKind,
+        EscapeMethod,
+        Kind,
+        ModelKind,
+        Note,
+        NoteCode,
+        PlateauVerdict,
+        SplitRegion,
+        Verdict,
+    )
+    from .tolerances import Tolerances
+    from .errors import (
+        ActivationError,
+        CriticalPointError,
+        DataError,
+        LossError,
+        ModelError,
+        OptionError,
+        SaddlemapError,
+    )
     from .activations import (
         Activation,
         Symmetry,
@@ -29,28 +53,19 @@ if TYPE_CHECKING:
         leaky_relu,
         register_activation,
     )
-
-    # --- derivatives: closed forms, autodiff reference, spectra, the zero set of φ
-    from .analysis import Analysis, grad_tolerance
-    from .autodiff import (
-        gradient_autodiff,
-        hessian_autodiff,
-        hvp_autodiff,
-        jacobian_autodiff,
-        loss_autodiff,
-        loss_function,
-        output_function,
+    from .losses import (
+        BinaryCrossEntropy,
+        CrossEntropy,
+        Loss,
+        Penalty,
+        SquaredLoss,
+        available_losses,
+        get_loss,
+        register_loss,
     )
-
-    # --- problems, training and critical points
-    from .critical_points import CriticalPoint, certify, convergence_order, find_critical_point
-
-    # --- geometry: reduction, embedding, the critical set
-    from .critical_set import Branch, CriticalSet, Decomposition, HierarchyEdge, count_patterns
+    from .network import ParamLayout, TwoLayerNet
     from .data import Dataset
-
-    # --- applications: loading, diagnosis, monitoring, studies, the demo
-    from .demo import run_demo
+    # --- derivatives: closed forms, autodiff, spectra, the zero set of φ, the analysis context
     from .derivatives import (
         HessianOperator,
         ResidualFunction,
@@ -64,7 +79,26 @@ if TYPE_CHECKING:
         residual_function,
         residuals,
     )
-    from .diagnosis import Compressed, Report, compress, diagnose
+    from .autodiff import (
+        gradient_autodiff,
+        hessian_autodiff,
+        hvp_autodiff,
+        jacobian_autodiff,
+        loss_autodiff,
+        loss_function,
+        output_function,
+    )
+    from .spectral import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
+    from .zero_set import ZeroSet, ZeroSetPoint
+    from .analysis import Analysis, grad_tolerance
+    # --- problems, training, critical points and the way down from any point
+    from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
+    from .training import History, TrainResult, TrainState, safe_step_size, train
+    from .critical_points import CriticalPoint, certify, convergence_order, find_critical_point
+    from .descent import Descent, negative_curvature_step
+    # --- geometry: reduction, compression, embedding, the critical set
+    from .reduction import Reduction, reduce
+    from .compression import CompressionProfile, ProfilePoint, compression_profile
     from .embedding import (
         Embedding,
         add_null_neuron,
@@ -74,31 +108,25 @@ if TYPE_CHECKING:
         split,
         three_fold_split,
     )
-    from .errors import (
-        ActivationError,
-        CriticalPointError,
-        DataError,
-        LossError,
-        ModelError,
-        OptionError,
-        SaddlemapError,
+    from .critical_set import Branch, CriticalSet, Decomposition, HierarchyEdge, count_patterns
+    # --- saddles, escapes and the branch point nearest to a model
+    from .saddles import (
+        Classification,
+        EscapeCurve,
+        SaddleBranch,
+        SplitRule,
+        classify,
+        saddle_branches,
+        splitting_rule,
     )
-
-    # --- saddles and escapes
     from .escapes import EscapeResult, escape
-    from .io import LoadedModel, export_model, load_data, load_model, save_model
-    from .losses import (
-        BinaryCrossEntropy,
-        CrossEntropy,
-        Loss,
-        SquaredLoss,
-        available_losses,
-        get_loss,
-        register_loss,
-    )
+    from .branch_point import BranchPoint, nearest_branch_point
+    # --- applications: loading, diagnosis, monitoring, studies, the demo
+    from .io import LoadedModel, export_model, load_data, load_model, save_model, sklearn_penalty
+    from .diagnosis import Compressed, Report, compress, diagnose
     from .monitor import Plateau, PlateauMonitor
-    from .network import ParamLayout, TwoLayerNet
-
+    from .study import StudyConfig, load_config, run_study, summarize
+    from .demo import run_demo
     # --- presentation: figures and reports
     from .plots import (
         plot_branch_hierarchy,
@@ -109,35 +137,8 @@ if TYPE_CHECKING:
         plot_spectrum,
         plot_training,
     )
-    from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
-    from .reduction import Reduction, reduce
     from .report import save_report
-    from .saddles import (
-        Classification,
-        EscapeCurve,
-        SaddleBranch,
-        SplitRule,
-        classify,
-        saddle_branches,
-        splitting_rule,
-    )
-    from .spectral import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
-    from .study import StudyConfig, load_config, run_study, summarize
-    from .tolerances import Tolerances
-    from .training import History, TrainResult, TrainState, safe_step_size, train
-    from .verdicts import (
-        BranchVerdict,
-        EdgeKind,
-        EscapeMethod,
-        Kind,
-        ModelKind,
-        Note,
-        NoteCode,
-        PlateauVerdict,
-        SplitRegion,
-        Verdict,
-    )
-    from .zero_set import ZeroSet, ZeroSetPoint
+    # isort: on
 
 _WHERE: dict[str, str] = public_names(__file__)
 

@@ -36,7 +36,7 @@ from .derivatives import (
 )
 from .errors import OptionError
 from .network import TwoLayerNet
-from .spectral import DENSE_LIMIT, Spectrum, spectrum
+from .spectral import DENSE_LIMIT, Spectrum, dense_spectrum, spectrum
 from .tolerances import Tolerances
 from .zero_set import ZeroSet
 
@@ -47,6 +47,9 @@ T = TypeVar("T")
 #: Losses whose infimum is approached at infinity (separable data): ‖∇R‖ is judged against R.
 _RELATIVE_GRAD_LOSSES = ("cross_entropy", "binary_cross_entropy")
 _TINY = float(torch.finfo(torch.float64).tiny)
+#: Above this many multiply-adds (n K P², the Gauss–Newton product) the Hessian is not formed:
+#: about 0.2 s of one core; Lanczos on Hessian-vector products is cheaper beyond it.
+DENSE_WORK = 4e9
 #: Scale of the output-layer ray test: R(RAY_SCALE · (a, c)) against R(a, c).
 RAY_SCALE = 2.0
 
@@ -74,8 +77,9 @@ class Analysis:
         data: its data (checked against the network once, here).
         tolerances: the tolerances of every decision (default :class:`Tolerances`),
             resolved for the network's dtype.
-        dense_limit: up to this many parameters the Hessian is formed densely; above it
-            only the matrix-free operator and Lanczos extremes are used.
+        dense_limit: up to this many parameters the Hessian is formed densely (when forming
+            it costs at most :data:`DENSE_WORK` multiply-adds); above it only the
+            matrix-free operator and Lanczos extremes are used.
     """
 
     def __init__(
@@ -102,8 +106,10 @@ class Analysis:
 
     @property
     def dense(self) -> bool:
-        """Whether the Hessian is small enough to form densely."""
-        return self.net.num_params <= self.dense_limit
+        """Whether the Hessian is small and cheap enough to form densely."""
+        P = self.net.num_params
+        work = float(self.data.n) * self.net.output_dim * P * P
+        return P <= self.dense_limit and work <= DENSE_WORK
 
     # ------------------------------------------------------------- first order
     @cached_property
@@ -154,6 +160,18 @@ class Analysis:
         return (before - after) / before if before > 0 else 0.0
 
     @property
+    def heads_to_infinity(self) -> bool:
+        """R falls along the output ray where that means a critical point at infinity.
+
+        For cross-entropy losses (infimum at infinity) whenever R falls along the ray; for
+        other losses only when ‖∇R‖ is within tolerance, so that the point would otherwise
+        pass for critical (a plainly non-critical point is simply still training).
+        """
+        if not self.falls_along_ray:
+            return False
+        return self.data.loss.name in _RELATIVE_GRAD_LOSSES or self.grad_norm <= self.grad_tol
+
+    @property
     def falls_along_ray(self) -> bool:
         """Whether :attr:`ray_drop` is beyond rounding (1e3 ε relative).
 
@@ -167,8 +185,8 @@ class Analysis:
     # ------------------------------------------------------------ second order
     @cached_property
     def hessian(self) -> torch.Tensor:
-        """The dense Hessian (only when :attr:`dense`; a clear error otherwise)."""
-        if not self.dense:
+        """The dense Hessian (up to ``dense_limit`` parameters; a clear error above)."""
+        if self.net.num_params > self.dense_limit:
             raise OptionError(
                 f"the network has {self.net.num_params} parameters, above the dense limit "
                 f"{self.dense_limit}: use the matrix-free operator"
@@ -203,7 +221,7 @@ class Analysis:
         """All eigenvalues (dense) or the 6 extreme pairs at each end (Lanczos)."""
         zero = self.tolerances.zero_eig_value
         if self.dense:
-            return spectrum(self.net, self.data, method="dense", zero_rtol=zero)
+            return dense_spectrum(self.hessian, zero_rtol=zero)
         return spectrum(self.net, self.data, k=6, method="lanczos", zero_rtol=zero)
 
     # ------------------------------------------------------------- the output

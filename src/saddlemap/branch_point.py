@@ -127,7 +127,8 @@ def nearest_branch_point(
         max_iter: refinement iterations at width r.
     """
     tol = (tolerances or Tolerances()).resolved(model.dtype)
-    star = find_critical_point(narrow, data, tolerances=tol, max_iter=max_iter)
+    star = find_critical_point(narrow, data, tolerances=tol, max_iter=max_iter,
+                               max_move=3 * tol.near)
     a, W = model.a.clone(), model.W_aug.clone()
     for j, members in enumerate(groups):
         idx = list(members)

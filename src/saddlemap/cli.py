@@ -52,16 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     _data_options(diag)
     diag.add_argument("--out", help="write a report folder (JSON, Markdown, HTML, figures)")
     diag.add_argument("--json", help="write the JSON report here ('-' for stdout)")
-    diag.add_argument("--no-refine", action="store_true", help="classify the point as given")
+    diag.add_argument("--no-refine", action="store_true",
+                      help="do not refine a non-critical model (refinement is bounded)")
     diag.add_argument("--escape-steps", type=int, default=1000,
                       help="training steps after an escape (0: do not escape)")
+    _budget_options(diag)
+    diag.add_argument("--weight-decay", type=float, metavar="λ",
+                      help="analyse R + (λ/2)‖θ‖² over all parameters, as torch's weight_decay "
+                      "(scikit-learn's alpha is read from the model)")
+    diag.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     _tolerance_options(diag)
 
-    comp = sub.add_parser("compress", help="the minimal-width model with the same outputs")
+    comp = sub.add_parser("compress", help="a smaller model: within a loss budget on DATA, or "
+                          "exactly the same outputs (--tol, or no DATA)")
     comp.add_argument("model")
-    comp.add_argument("data", nargs="?", help="data to measure the output change on")
-    comp.add_argument("-o", "--output", required=True, help="where to write the model")
-    comp.add_argument("--tol", type=float, help="equal-weight tolerance (default √ε·scale)")
+    comp.add_argument("data", nargs="?", help="data for the loss budget")
+    comp.add_argument("-o", "--output", required=True, help="where to write the model (.pt, "
+                      ".npz, .safetensors; .pkl for scikit-learn models)")
+    comp.add_argument("--tol", type=float, help="exact reduction with this equal-weight "
+                      "tolerance (default √ε·scale) instead of the loss budget")
+    _budget_options(comp)
+    comp.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     _data_options(comp)
 
     br = sub.add_parser("branches", help="the critical set of a saved critical point at "
@@ -108,6 +119,17 @@ TOLERANCE_OPTIONS = (
 )
 
 
+def _budget_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-loss-increase", type=float, default=0.01, metavar="F",
+                   help="loss budget of the smaller model, relative (default 0.01 = 1 %%)")
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                   help="fine-tune candidate widths N L-BFGS steps before judging them")
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.quiet else None  # None: only when stderr is a terminal
+
+
 def _tolerance_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("tolerances (written into every report)")
     for option, field, text in TOLERANCE_OPTIONS:
@@ -147,7 +169,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     tolerances = _tolerances(args)  # checked before any file is read
     loaded, data = _load(args)
     rep = diagnose(loaded, data, refine=not args.no_refine, escape_steps=args.escape_steps,
-                   tolerances=tolerances)
+                   tolerances=tolerances, max_loss_increase=args.max_loss_increase,
+                   finetune_steps=args.finetune_steps, weight_decay=args.weight_decay,
+                   progress=_progress(args))
     _finish(rep, args.out, args.json)
     return 0
 
@@ -169,22 +193,25 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from .io import save_model
 
     loaded, data = _load(args)
-    X = None if data is None else data.X
-    out = compress(loaded, X, tol=args.tol)
-    _save_compressed(out, args.output, save_model)
-    print(f"width {loaded.net.width} → {out.net.width}; parameters {out.params_before} → "
-          f"{out.params_after}; max output change {out.max_output_change:.1e}; "
+    out = compress(loaded, data, tol=args.tol, max_loss_increase=args.max_loss_increase,
+                   finetune_steps=args.finetune_steps, progress=_progress(args))
+    _save_compressed(out, loaded, args.output, save_model)
+    loss = "" if out.loss_after is None else (
+        f"; R {out.loss_before:.6g} → {out.loss_after:.6g}")
+    print(f"width {loaded.net.width} → {out.width}; parameters {out.params_before} → "
+          f"{out.params_after}{loss}; max output change {out.max_output_change:.1e}; "
           f"written to {args.output}")
     return 0
 
 
-def _save_compressed(out: Any, path: str, save_model: Any) -> None:
+def _save_compressed(out: Any, loaded: Any, path: str, save_model: Any) -> None:
+    """The smaller model in its own type (pickle for scikit-learn) and original dtype."""
     if path.endswith((".pkl", ".joblib")):
         import pickle
 
         Path(path).write_bytes(pickle.dumps(out.model))
     else:
-        save_model(out.net, path)
+        save_model(out.net.to(loaded.dtype), path)
 
 
 def _cmd_branches(args: argparse.Namespace) -> int:

@@ -199,7 +199,7 @@ def _certificate(
     g, grad_norm = an.gradient, an.grad_norm
     ratio = float(torch.linalg.vector_norm(an.hvp(g))) / grad_norm if grad_norm else 0.0
     spec = an.spectrum
-    at_infinity = an.falls_along_ray
+    at_infinity = an.heads_to_infinity
     ok = grad_norm <= an.grad_tol and not at_infinity
     flat = not ok and ratio <= an.tolerances.flat * spec.scale
     warnings = _neuron_warnings(an)
@@ -332,7 +332,7 @@ def find_critical_point(
     another network, not this one.
     """
     if method == "auto":
-        method = "dense" if net.num_params <= Analysis(net, data).dense_limit else "matrix_free"
+        method = "dense" if Analysis(net, data, tolerances).dense else "matrix_free"
     make_step = {"dense": _dense_step, "matrix_free": _matrix_free_step}.get(method)
     if make_step is None:
         raise OptionError(f"unknown method {method!r}; use 'auto', 'dense' or 'matrix_free'")
@@ -355,8 +355,15 @@ def find_critical_point(
             new, c = _lm_iteration(current, make_step, c, 1 / 16 if done else 1.0)
             if new is None:
                 break  # no descent for ½‖∇R‖²: gradient-flat point or rounding floor
-            if float((new.analysis.net.flatten() - theta0).norm()) > radius:
+            theta = new.analysis.net.flatten()
+            if float((theta - theta0).norm()) > radius:
                 break  # the next critical point is another network's
+            if float(theta.norm()) > 1.5 * max(float(theta0.norm()), 1.0) and (
+                new.analysis.heads_to_infinity
+            ):
+                current, it = new, it + 1  # keep the evidence: it runs off to infinity
+                history.append(current.grad_norm)
+                break
             current, it = new, it + 1
             history.append(current.grad_norm)
             bar.update(1)

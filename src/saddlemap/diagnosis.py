@@ -1,20 +1,31 @@
-"""Diagnose a trained two-layer model: is it stuck at a saddle, and can it be smaller?
+"""Diagnose a trained two-layer model, critical or not: smaller, what keeps it, way down.
 
-``diagnose(model, data)`` answers the three questions of a stalled run:
+``diagnose(model, data)`` answers, for any model and with the numbers behind each answer:
 
-1. *Can the current output be computed by a smaller network?* — the critical reduction
-   operator gives the minimal width and the neuron clusters (docs/theory.md §4);
-2. *Which parameters keep that output, and is the point critical?* — refinement and the
-   certificate (‖∇R‖, the gradient-flat guard, the spectrum);
-3. *Is there a direction that goes down on one side and up on the other?* — the saddle
-   classification with its witness and the escape it leads to (docs/theory.md §7).
+1. *A smaller model, with a loss budget.* The width–loss profile
+   (:func:`~saddlemap.compression_profile`): merges of near-equal neurons, drops of near-null
+   ones, each followed by an exact refit of the output layer; the answer is the smallest
+   width whose loss stays within ``max_loss_increase`` (1 % by default), exported in the
+   model's own type, dtype and device.
+2. *Which parameters keep the output.* The clusters and null neurons at that width, and the
+   branch point of the critical set they indicate (:func:`~saddlemap.nearest_branch_point`:
+   the narrow network refined to a critical point and embedded back), with its distance from
+   the model, output difference and loss gap (docs/theory.md §5–§6).
+3. *A way down, now.* The most negative Hessian curvature at the model itself, the loss
+   along it on both sides, and the step taken (:func:`~saddlemap.negative_curvature_step`);
+   when the model (or a refinement of it that stayed within ``tolerances.near``) is a
+   critical point, its saddle classification and escape (docs/theory.md §7).
 
-``model`` is a :class:`~saddlemap.TwoLayerNet` or a :class:`~saddlemap.LoadedModel` (what
-:func:`~saddlemap.load_model` read, with its notes); anything else (a torch module, a fitted
-scikit-learn MLP, a file) goes through ``load_model`` first.  Every step shares one
-:class:`~saddlemap.Analysis`, so nothing is computed twice.  The :class:`Report` is a
-dataclass; ``to_dict`` is its JSON record (versioned schema) and
-:func:`~saddlemap.save_report` writes it with Markdown, HTML and figures.
+It is honest about where the theory stops: a point whose loss still falls along the output
+ray is "heading to a critical point at infinity", never critical; a refined point that moved
+farther than ``tolerances.near`` is labelled as describing that point; a weight-decay
+penalty is analysed as trained (R + (λ/2)‖Mθ‖²) and the report says what it changes.
+
+``model`` is a :class:`~saddlemap.TwoLayerNet` or a :class:`~saddlemap.LoadedModel`;
+anything else (a torch module, a fitted scikit-learn MLP, a file) goes through
+:func:`~saddlemap.load_model` first.  The :class:`Report` is a dataclass; ``to_dict`` is its
+JSON record (schema :data:`SCHEMA_VERSION`) and :func:`~saddlemap.save_report` writes it
+with Markdown, HTML and figures.
 """
 
 from __future__ import annotations
@@ -25,14 +36,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ._version import __version__
 from .analysis import Analysis
+from .branch_point import BranchPoint, nearest_branch_point
+from .compression import CompressionProfile, compression_profile
 from .critical_points import CriticalPoint, certify, find_critical_point
 from .data import Dataset
+from .descent import Descent, negative_curvature_step
 from .errors import OptionError
 from .escapes import EscapeResult, escape
 from .io import LoadedModel, export_model, load_model
+from .io._sklearn import sklearn_penalty
+from .losses import Penalty
 from .network import TwoLayerNet
 from .reduction import Reduction, reduce
 from .saddles import Classification, classify
@@ -42,7 +59,9 @@ from .verdicts import Kind, ModelKind, Note, NoteCode
 __all__ = ["SCHEMA_VERSION", "Compressed", "Report", "compress", "diagnose", "flops_per_sample"]
 
 #: Version of the JSON schema written by :meth:`Report.to_dict`.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "2.0"
+#: Refinement iterations diagnose spends at most (it is an optional, bounded step).
+REFINE_ITERATIONS = 30
 
 
 def as_loaded(model: Any, activation: str | None = None) -> LoadedModel:
@@ -50,7 +69,8 @@ def as_loaded(model: Any, activation: str | None = None) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, TwoLayerNet):
-        return LoadedModel(model.to(torch.float64), ModelKind.NET, "mse", None, None, ())
+        return LoadedModel(model.to(torch.float64), ModelKind.NET, "mse", None, None, (),
+                           dtype=model.dtype, device=model.device)
     return load_model(model, activation=activation)
 
 
@@ -68,38 +88,64 @@ def flops_per_sample(net: TwoLayerNet) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Compressed:
-    """A reduced model in the type it came in, with the evidence that it computes the same.
+    """A smaller model in the type it came in, with the evidence of what it costs.
 
     Attributes:
-        model: the reduced model: a TwoLayerNet, torch module or scikit-learn estimator.
-        net: the reduced network.
-        reduction: the :class:`~saddlemap.Reduction` behind it.
+        model: the smaller model: a TwoLayerNet, torch module (original dtype and device) or
+            scikit-learn estimator.
+        net: the smaller network (float64).
+        width: its width.
         params_before: parameters of the original network.
-        params_after: parameters of the reduced one.
+        params_after: parameters of the smaller one.
         flops_before: flops per sample of the original.
-        flops_after: flops per sample of the reduced one.
-        max_output_change: max |g_original − g_reduced| over the data and probe points.
+        flops_after: flops per sample of the smaller one.
+        loss_before: R of the original (None without data).
+        loss_after: R of the smaller one (None without data).
+        max_output_change: max |g_original − g_smaller| over the data (and probe points).
+        profile: the width–loss profile the width was chosen from (None for an exact
+            reduction).
+        reduction: the exact reduction (None for a budgeted compression).
     """
 
     model: Any
     net: TwoLayerNet
-    reduction: Reduction
+    width: int
     params_before: int
     params_after: int
     flops_before: int
     flops_after: int
+    loss_before: float | None
+    loss_after: float | None
     max_output_change: float
+    profile: CompressionProfile | None = None
+    reduction: Reduction | None = None
+
+
+def _export(net: TwoLayerNet, loaded: LoadedModel) -> Any:
+    if loaded.kind in (ModelKind.TORCH, ModelKind.SKLEARN):
+        return export_model(net, loaded)
+    return net.to(loaded.dtype)
 
 
 def compress(
     model: Any,
-    X: Any = None,
+    data: Dataset | Any = None,
+    y: Any = None,
     *,
+    max_loss_increase: float = 0.01,
     tol: float | None = None,
     activation: str | None = None,
+    finetune_steps: int = 0,
     tolerances: Tolerances | None = None,
+    progress: bool | None = False,
 ) -> Compressed:
-    """The critical reduction of ``model``, exported back as the same kind of model.
+    """A smaller ``model`` in its own type: within a loss budget, or exactly.
+
+    With data (a :class:`~saddlemap.Dataset`, or X with ``y``) and no ``tol``: the smallest
+    width of the :func:`~saddlemap.compression_profile` whose loss is within
+    ``max_loss_increase`` (relative) of the model's.  Without targets, or with ``tol``: the
+    exact critical reduction (:func:`~saddlemap.reduce`, equal-weight tolerance ``tol``,
+    inputs X alone serving as probe points), which keeps the output function.
 
     >>> out = compress(TwoLayerNet([0.3, 0.7], [[1.0], [1.0]]))
     >>> out.params_before, out.params_after, out.max_output_change < 1e-15
@@ -107,17 +153,31 @@ def compress(
     """
     loaded = as_loaded(model, activation)
     net = loaded.net
-    X_t = None if X is None else torch.as_tensor(X, dtype=net.dtype)
-    return _compressed(net, reduce(net, X_t, tol=tol, tolerances=tolerances), loaded)
+    probes = None
+    if data is not None and not isinstance(data, Dataset):
+        if y is None:  # inputs alone: probe points of the exact reduction
+            probes, data = torch.as_tensor(data, dtype=net.dtype), None
+        else:
+            data = Dataset(data, y, loss=loaded.loss, num_outputs=net.output_dim)
+    if data is None or tol is not None:
+        X = probes if data is None else data.X.to(net.dtype)
+        red = reduce(net, X, tol=tol, tolerances=tolerances)
+        before = None if data is None else float(Analysis(net, data, tolerances).loss)
+        after = None if data is None else float(Analysis(red.net, data, tolerances).loss)
+        return Compressed(_export(red.net, loaded), red.net, red.width, net.num_params,
+                          red.net.num_params, flops_per_sample(net), flops_per_sample(red.net),
+                          before, after, red.output_change, reduction=red)
+    profile = compression_profile(net, data, max_loss_increase=max_loss_increase,
+                                  finetune_steps=finetune_steps, progress=bool(progress))
+    return _from_profile(net, profile, loaded)
 
 
-def _compressed(net: TwoLayerNet, red: Reduction, loaded: LoadedModel | None) -> Compressed:
-    exported: Any = red.net
-    if loaded is not None and loaded.kind in (ModelKind.TORCH, ModelKind.SKLEARN):
-        exported = export_model(red.net, loaded)
+def _from_profile(net: TwoLayerNet, profile: CompressionProfile, loaded: LoadedModel) -> Compressed:
+    chosen = profile.chosen
     return Compressed(
-        exported, red.net, red, net.num_params, red.net.num_params,
-        flops_per_sample(net), flops_per_sample(red.net), red.output_change,
+        _export(chosen.net, loaded), chosen.net, chosen.width, net.num_params,
+        chosen.net.num_params, flops_per_sample(net), flops_per_sample(chosen.net),
+        profile.loss_before, chosen.loss, chosen.output_change, profile=profile,
     )
 
 
@@ -127,34 +187,44 @@ class Report:
 
     Attributes:
         net: the network as given (float64).
-        data: the data.
-        loss: R of the network as given.
+        data: the data (with the penalty analysed, if any).
+        loss: R of the network as given (with the penalty, if any).
         start: the certificate of the network as given.
-        point: the certificate of the analysed point: ``start``, or the refined point.
-        refined: whether ``point`` is a refinement of the network.
-        classification: the saddle classification of ``point`` when critical, else of the
-            network as given.
-        reduction: the reduction of that same point.
-        compression: the reduced network and its savings.
+        descent: the negative-curvature step at the network as given.
+        compression: the smaller model chosen within the loss budget, with its profile.
+        branch: the branch point nearest to the model at the chosen width (None when no
+            narrower width is within the budget).
+        refined: the bounded refinement of the network, when it was not critical and
+            ``refine`` was asked for (its ``moved`` says how far it went).
+        point: the certificate the classification is about: ``start``, or ``refined`` when
+            that converged.
+        describes_model: whether ``point`` is the model or within ``tolerances.near`` of it.
+        classification: the saddle classification of ``point``.
+        reduction: the exact reduction of ``point``.
         escape: the escape from a saddle, when one was taken.
         source: where the model came from (``ModelKind.value`` and the file, if any).
         tolerances: every tolerance the answers were decided with.
+        penalty: the weight-decay penalty analysed with R, if any.
         notes: what loading and the analysis noted (dtype conversions, assumed loss, a
-            refinement that stopped short).
+            refinement that stopped short, the penalty).
     """
 
     net: TwoLayerNet
     data: Dataset
     loss: float
     start: CriticalPoint
+    descent: Descent
+    compression: Compressed
+    branch: BranchPoint | None
+    refined: CriticalPoint | None
     point: CriticalPoint
-    refined: bool
+    describes_model: bool
     classification: Classification
     reduction: Reduction
-    compression: Compressed
     escape: EscapeResult | None
     source: str
     tolerances: Tolerances
+    penalty: Penalty | None = None
     notes: tuple[Note, ...] = ()
 
     @property
@@ -164,11 +234,11 @@ class Report:
 
     @property
     def minimal_width(self) -> int:
-        """r: the width the output needs."""
+        """r: the width the exact reduction of the analysed point needs."""
         return self.reduction.width
 
     def summary(self) -> str:
-        """Plain-language answers to the three questions."""
+        """Plain-language answers to the three questions, each with its numbers."""
         return "\n".join(_summary_lines(self))
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,47 +246,110 @@ class Report:
         return _report_dict(self)
 
 
-def _summary_lines(rep: Report) -> list[str]:
-    m, r = rep.net.width, rep.minimal_width
-    cp = rep.point
-    lines = []
-    if r < m:
-        lines.append(
-            f"1. Smaller network: yes — {r} of the {m} neurons compute the same output "
-            f"(max change {rep.reduction.output_change:.1e}); "
-            f"{rep.compression.params_before} → {rep.compression.params_after} parameters."
-        )
+def _percent(after: float | None, before: float | None) -> str:
+    if after is None or before is None or before <= 0:
+        return "n/a"
+    return f"{100 * (after - before) / before:+.2f} %"
+
+
+def _answer_smaller(rep: Report) -> str:
+    comp, m = rep.compression, rep.net.width
+    prof = comp.profile
+    budget = f"{100 * prof.max_loss_increase:g} %" if prof is not None else "0 %"
+    if comp.width < m:
+        acc = ""
+        if prof is not None and prof.accuracy_before is not None:
+            acc = f", accuracy {prof.accuracy_before:.3f} → {prof.chosen.accuracy:.3f}"
+        return (f"1. Smaller model: yes — width {comp.width} of {m} keeps R within the "
+                f"{budget} budget (R {comp.loss_before:.6g} → {comp.loss_after:.6g}, "
+                f"{_percent(comp.loss_after, comp.loss_before)}{acc}); "
+                f"{comp.params_before} → {comp.params_after} parameters.")
+    nxt = next((p for p in prof.points if p.width == m - 1), None) if prof else None
+    cost = "" if nxt is None else (
+        f"; the best width {m - 1} costs {_percent(nxt.loss, comp.loss_before)}")
+    return f"1. Smaller model: no — no narrower width stays within the {budget} budget{cost}."
+
+
+def _answer_keeps(rep: Report) -> str:
+    bp = rep.branch
+    if bp is None:
+        return ("2. What keeps the output: all neurons are needed at this budget; "
+                f"the exact reduction has width {rep.minimal_width}.")
+    clusters = [list(g) for g in bp.groups if len(g) > 1]
+    return (f"2. What keeps the output: clusters {clusters or 'none'} and null neurons "
+            f"{list(bp.nulls) or 'none'}; {bp.summary()}.")
+
+
+def _answer_down(rep: Report) -> str:
+    parts = [rep.descent.summary()]
+    cp, kind = rep.point, rep.classification.kind
+    if rep.start.at_infinity:
+        parts.append("the loss still falls along the output-layer ray: heading to a critical "
+                     "point at infinity, not at one")
+    elif not cp.converged:
+        parts.append(f"not at a critical point (‖∇R‖ = {cp.grad_norm:.1e} > {cp.grad_tol:.0e}"
+                     f"{'' if rep.refined is None else ', and refinement did not reach one'})")
     else:
-        lines.append(f"1. Smaller network: no — all {m} neurons are needed for this output.")
-    where = "after refinement" if rep.refined else "as given"
-    state = "critical" if cp.converged else "not critical (still training)"
-    lines.append(
-        f"2. Critical point: {state} {where}; R = {cp.loss:.6g}, ‖∇R‖ = {cp.grad_norm:.1e} "
-        f"(tolerance {cp.grad_tol:.0e}); Hessian: {cp.spectrum.summary()}."
-    )
-    kind = rep.classification.kind
-    if kind.is_saddle:
-        way = "a direction of negative curvature" if kind is Kind.STRICT_SADDLE else (
-            "an escape curve (the Hessian is PSD, so random perturbations miss it)"
-        )
-        line = f"3. Saddle: yes — a {kind.value}; there is {way}."
+        which = "the model" if rep.refined is None else (
+            f"a refined point {rep.refined.moved:.2g} away"
+            + ("" if rep.describes_model else ", which describes that point, not the model"))
+        parts.append(f"{which} is a {kind.value}")
         if rep.escape is not None and rep.escape.end is not None:
-            line += (
-                f" Escaping it lowers R from {rep.escape.loss_before:.6g} to "
-                f"{rep.escape.end.loss:.6g} ({rep.escape.end.verdict.value}, minimal width "
-                f"{rep.escape.end_width})."
-            )
-        lines.append(line)
-    elif kind is Kind.LOCAL_MINIMUM:
-        lines.append("3. Saddle: no — a local minimum; no second-order way down at this width.")
-    elif kind is Kind.GLOBAL_MINIMUM:
-        lines.append("3. Saddle: no — the residuals vanish: a global minimum, nothing lowers R.")
-    elif kind is Kind.NOT_CRITICAL:
-        lines.append("3. Saddle: not settled — the point is not critical; keep training.")
-    else:
-        lines.append("3. Saddle: undetermined at second order — " + "; ".join(
-            rep.classification.evidence))
+            parts.append(f"escaping it lowers R from {rep.escape.loss_before:.6g} to "
+                         f"{rep.escape.end.loss:.6g}")
+    return "3. A way down: " + "; ".join(parts) + "."
+
+
+def _summary_lines(rep: Report) -> list[str]:
+    lines = [_answer_smaller(rep), _answer_keeps(rep), _answer_down(rep)]
+    if rep.penalty is not None:
+        lines.append(f"Penalty: {_penalty_sentence(rep.penalty)}")
     return lines
+
+
+def _penalty_sentence(penalty: Penalty) -> str:
+    return (f"analysed as trained, R + (λ/2)‖θ‖² with λ = {penalty.weight_decay:.3g} over "
+            f"{'all parameters' if penalty.scope == 'all' else 'the weights (not biases)'}. "
+            "The critical-set theory assumes no penalty: with one, splitting a neuron changes "
+            "the penalty, so embedded points are no longer critical, and the branch and saddle "
+            "answers describe the unpenalised geometry")
+
+
+def _penalty(loaded: LoadedModel, weight_decay: float | None, n: int) -> Penalty | None:
+    if weight_decay is not None:
+        return Penalty(weight_decay, "all") if weight_decay > 0 else None
+    if loaded.kind is ModelKind.SKLEARN and loaded.source is not None:
+        return sklearn_penalty(loaded.source, n)
+    return None
+
+
+def _dataset(data: Any, y: Any, loss: str | None, loaded: LoadedModel,
+             weight_decay: float | None) -> Dataset:
+    net = loaded.net
+    if isinstance(data, Dataset):
+        base = data
+    else:
+        base = Dataset(data, y, loss=loss or loaded.loss, num_outputs=net.output_dim)
+    penalty = _penalty(loaded, weight_decay, base.n)
+    return base if penalty is None else base.with_penalty(penalty)
+
+
+class _Stages:
+    """One progress bar over the stages of a diagnosis (stderr; off when not a terminal)."""
+
+    NAMES = ("certify", "descent", "compress", "branch point", "refine", "classify", "escape")
+
+    def __init__(self, progress: bool | None) -> None:
+        self.bar = tqdm(total=len(self.NAMES), desc="diagnose", unit="stage",
+                        disable=None if progress is None else not progress, leave=False)
+
+    def __call__(self, name: str) -> None:
+        self.bar.set_postfix_str(name)
+        self.bar.update(0 if name == self.NAMES[0] else 1)
+
+    def close(self) -> None:
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.close()
 
 
 def diagnose(
@@ -226,9 +359,13 @@ def diagnose(
     *,
     loss: str | None = None,
     activation: str | None = None,
+    max_loss_increase: float = 0.01,
+    finetune_steps: int = 0,
+    weight_decay: float | None = None,
     refine: bool = True,
     escape_steps: int = 1000,
     tolerances: Tolerances | None = None,
+    progress: bool | None = False,
 ) -> Report:
     """Diagnose a model on its data (see the module docstring).
 
@@ -239,38 +376,79 @@ def diagnose(
         y: the targets, when ``data`` is X.
         loss: the loss name for X, y; by default the one the model was trained with.
         activation: for state_dict files, which carry none.
-        refine: refine to a nearby critical point before classifying.
-        escape_steps: training steps after an escape (0 skips the escape).
+        max_loss_increase: the relative loss budget of the smaller model (0.01 = 1 %).
+        finetune_steps: fine-tune candidate widths (L-BFGS, all parameters) before judging
+            them against the budget; 0 judges the output-layer refits alone.
+        weight_decay: analyse R + (λ/2)‖θ‖² over all parameters (torch's ``weight_decay``);
+            by default none, except a scikit-learn model's own ``alpha``.
+        refine: when the model is not critical, refine it (bounded: at most
+            :data:`REFINE_ITERATIONS` iterations and 3 · ``tolerances.near`` away).
+        escape_steps: training steps after an escape from a saddle (0 skips the escape).
         tolerances: the analysis tolerances (default :class:`~saddlemap.Tolerances`).
+        progress: a progress bar on stderr (None: only on a terminal).
     """
     if not (isinstance(escape_steps, int) and 0 <= escape_steps <= 10**7):
         raise OptionError(f"escape_steps must be an integer in [0, 1e7], got {escape_steps!r}")
+    if not (isinstance(max_loss_increase, (int, float)) and 0 <= max_loss_increase < math.inf):
+        raise OptionError(f"max_loss_increase must be a finite number ≥ 0, got "
+                          f"{max_loss_increase!r}")
+    if weight_decay is not None and not (isinstance(weight_decay, (int, float))
+                                         and 0 <= weight_decay < math.inf):
+        raise OptionError(f"weight_decay must be a finite number ≥ 0, got {weight_decay!r}")
     loaded = as_loaded(model, activation)
-    net = loaded.net
-    if not isinstance(data, Dataset):
-        data = Dataset(data, y, loss=loss or loaded.loss, num_outputs=net.output_dim)
-    notes = list(loaded.notes)
+    data = _dataset(data, y, loss, loaded, weight_decay)
+    stage = _Stages(progress)
+    try:
+        return _diagnose(loaded, data, (max_loss_increase, finetune_steps), refine,
+                         escape_steps, tolerances, stage)
+    finally:
+        stage.close()
+
+
+def _diagnose(
+    loaded: LoadedModel, data: Dataset, budget: tuple[float, int], refine: bool,
+    escape_steps: int, tolerances: Tolerances | None, stage: _Stages,
+) -> Report:
+    net, notes = loaded.net, list(loaded.notes)
+    stage("certify")
     given = Analysis(net, data, tolerances)
+    tol = given.tolerances
     start = certify(given)
-    point = start
-    if refine and not start.converged:
-        point = find_critical_point(net, data, tolerances=given.tolerances)
-        if not point.converged:
+    stage("descent")
+    descent = negative_curvature_step(given)
+    stage("compress")
+    profile = compression_profile(net, data, max_loss_increase=budget[0],
+                                  finetune_steps=budget[1])
+    compression = _from_profile(net, profile, loaded)
+    stage("branch point")
+    chosen = profile.chosen
+    branch = None if chosen.width >= net.width else nearest_branch_point(
+        net, data, chosen.net, chosen.groups, chosen.dropped, tolerances=tol)
+    stage("refine")
+    refined, point, an = None, start, given
+    if refine and not start.converged and not start.at_infinity:
+        refined = find_critical_point(net, data, tolerances=tol, max_iter=REFINE_ITERATIONS,
+                                      max_move=3 * tol.near)
+        if refined.converged:
+            point, an = refined, Analysis(refined.net, data, tol)
+            an.memo("certificate", lambda: refined)
+        else:
             notes.append(Note(NoteCode.REFINEMENT_STOPPED, "refinement did not reach a "
-                              "critical point: the model is still training"))
-    # Analyse the refined point when it is critical, else the network as given.
-    an = Analysis(point.net, data, given.tolerances) if point.converged else given
-    if an is not given:
-        an.memo("certificate", lambda: point)
+                              f"critical point within {refined.iterations} iterations "
+                              f"(moved {refined.moved:.2g}): the model is still training"))
+    describes_model = point is start or point.moved <= tol.near
+    stage("classify")
     classification = classify(an)
-    reduction = an.memo("reduction", lambda: reduce(an.net, an.data.X, tolerances=an.tolerances))
+    reduction = an.memo("reduction", lambda: reduce(an.net, an.data.X, tolerances=tol))
+    stage("escape")
     escaped = None
     if escape_steps and classification.kind.is_saddle:
         escaped = escape(an, steps=escape_steps)
     source = loaded.kind.value + ("" if loaded.path is None else f" ({loaded.path})")
     return Report(
-        net, an.data, given.loss, start, point, point is not start, classification, reduction,
-        _compressed(an.net, reduction, None), escaped, source, given.tolerances, tuple(notes),
+        net, data, given.loss, start, descent, compression, branch, refined, point,
+        describes_model, classification, reduction, escaped, source, tol, data.penalty,
+        tuple(notes),
     )
 
 
@@ -279,13 +457,18 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _floats(values: Any) -> list[float | None]:
+    return [_num(float(v)) for v in np.asarray(values, dtype=float)]
+
+
 def _report_dict(rep: Report) -> dict[str, Any]:
     """The report as plain JSON types; keys are stable within a schema version."""
     cp, cls, red, comp = rep.point, rep.classification, rep.reduction, rep.compression
     spec = cp.spectrum
-    out: dict[str, Any] = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "saddlemap_version": __version__,
+        "summary": rep.summary().splitlines(),
         "model": {
             "source": rep.source, "width": rep.net.width, "input_dim": rep.net.input_dim,
             "output_dim": rep.net.output_dim, "activation": rep.net.activation.name,
@@ -295,18 +478,36 @@ def _report_dict(rep: Report) -> dict[str, Any]:
         "data": {"samples": rep.data.n, "loss": rep.data.loss.name},
         "loss": rep.loss,
         "tolerances": rep.tolerances.to_dict(),
+        "penalty": {
+            "weight_decay": None if rep.penalty is None else rep.penalty.weight_decay,
+            "scope": None if rep.penalty is None else rep.penalty.scope,
+        },
+        "compression": {
+            "width": comp.width, "loss_before": comp.loss_before, "loss_after": comp.loss_after,
+            "max_loss_increase": None if comp.profile is None else comp.profile.max_loss_increase,
+            "profile": [] if comp.profile is None else [p.to_dict() for p in comp.profile.points],
+            "finetuned": None if comp.profile is None else comp.profile.chosen.finetuned,
+            "params_before": comp.params_before, "params_after": comp.params_after,
+            "flops_per_sample_before": comp.flops_before,
+            "flops_per_sample_after": comp.flops_after,
+            "max_output_change": comp.max_output_change,
+        },
+        "nearest_branch": None if rep.branch is None else _branch_dict(rep.branch),
+        "descent": _descent_dict(rep.descent),
         "critical_point": {
-            "refined": rep.refined, "critical": cp.converged, "loss": cp.loss,
-            "grad_norm": cp.grad_norm, "grad_tol": cp.grad_tol,
-            "hgrad_ratio": _num(cp.hgrad_ratio), "iterations": cp.iterations,
-            "verdict": cp.verdict.value, "warnings": [w.to_dict() for w in cp.warnings],
-            "start_grad_norm": rep.start.grad_norm,
+            "describes_model": rep.describes_model, "refined": rep.refined is not None,
+            "moved": cp.moved, "critical": cp.converged, "at_infinity": rep.start.at_infinity,
+            "loss": cp.loss, "grad_norm": cp.grad_norm,
+            "grad_tol": cp.grad_tol, "hgrad_ratio": _num(cp.hgrad_ratio),
+            "iterations": cp.iterations, "verdict": cp.verdict.value,
+            "warnings": [w.to_dict() for w in cp.warnings],
+            "start_grad_norm": rep.start.grad_norm, "start_verdict": rep.start.verdict.value,
         },
         "spectrum": {
             "method": spec.method, "min": spec.min, "max": spec.max,
             "inertia": None if spec.inertia is None else list(spec.inertia),
             "zero_tol": spec.zero_tol, "zero_rtol": spec.zero_rtol,
-            "eigenvalues": [float(x) for x in np.asarray(spec.eigenvalues)],
+            "eigenvalues": _floats(spec.eigenvalues),
         },
         "classification": {
             "kind": cls.kind.value, "curvature": _num(cls.curvature),
@@ -321,17 +522,28 @@ def _report_dict(rep: Report) -> dict[str, Any]:
             "output_change": red.output_change, "is_minimal": red.is_minimal,
             "notes": list(red.notes),
         },
-        "compression": {
-            "params_before": comp.params_before, "params_after": comp.params_after,
-            "flops_per_sample_before": comp.flops_before,
-            "flops_per_sample_after": comp.flops_after,
-            "max_output_change": comp.max_output_change,
-        },
         "escape": None if rep.escape is None else _escape_dict(rep.escape),
-        "summary": rep.summary().splitlines(),
         "notes": [n.to_dict() for n in rep.notes],
     }
-    return out
+
+
+def _branch_dict(bp: BranchPoint) -> dict[str, Any]:
+    return {
+        "width": bp.width, "distance": bp.distance, "output_change": bp.output_change,
+        "loss_gap": bp.loss_gap, "near": bp.near, "saddle_branch": bp.is_saddle_branch,
+        "kind": bp.classification.kind.value, "star_critical": bp.star.converged,
+        "star_grad_norm": bp.star.grad_norm, "clusters": [list(g) for g in bp.groups],
+        "nulls": list(bp.nulls), "nulls_on_zero_set": bp.nulls_on_zero_set,
+    }
+
+
+def _descent_dict(d: Descent) -> dict[str, Any]:
+    return {
+        "lambda_min": d.lambda_min, "lambda_max": d.lambda_max, "negative": d.negative,
+        "zero_tol": d.zero_tol, "curvature": _num(d.curvature), "step": d.step,
+        "loss_before": d.loss_before, "loss_after_step": d.loss_after_step,
+        "improved": d.improved, "path_t": _floats(d.path_t), "path_loss": _floats(d.path_loss),
+    }
 
 
 def _escape_dict(esc: EscapeResult) -> dict[str, Any]:
@@ -341,6 +553,5 @@ def _escape_dict(esc: EscapeResult) -> dict[str, Any]:
         "end_loss": None if esc.end is None else esc.end.loss,
         "end_verdict": None if esc.end is None else esc.end.verdict.value,
         "end_width": esc.end_width,
-        "path_t": [float(t) for t in esc.path_t],
-        "path_loss": [float(x) for x in esc.path_loss],
+        "path_t": _floats(esc.path_t), "path_loss": _floats(esc.path_loss),
     }

@@ -10,14 +10,19 @@ from __future__ import annotations
 import base64
 import html
 import json
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import plots
 from .derivatives import residual_function
 from .diagnosis import Report
+from .io import save_model
+from .network import TwoLayerNet
 from .zero_set import ZeroSet, ZeroSetPoint
 
 __all__ = ["save_report"]
@@ -142,10 +147,42 @@ def _html(markdown: str, figures: dict[str, str]) -> str:
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
+def _models(rep: Report, folder: Path) -> dict[str, str]:
+    """The smaller model (in its own type) and the model after the descent step, if taken.
+
+    A torch model is written as ``.pt`` (a whole module, in its original dtype), a
+    scikit-learn model as ``.pkl`` (both are pickles: open them only from a trusted
+    folder), any other as saddlemap's ``.npz``.
+    """
+    written: dict[str, str] = {}
+    model = rep.compression.model
+    if isinstance(model, TwoLayerNet):
+        path = folder / "compressed.npz"
+        save_model(model, path)
+    elif isinstance(model, torch.nn.Module):
+        path = folder / "compressed.pt"
+        torch.save(model, path)
+    else:
+        path = folder / "compressed.pkl"
+        path.write_bytes(pickle.dumps(model))
+    written["compressed_model"] = str(path)
+    if rep.descent.improved:
+        path = folder / "improved.npz"
+        save_model(rep.descent.net, path)
+        written["improved_model"] = str(path)
+    return written
+
+
 def save_report(rep: Report, folder: str) -> dict[str, str]:
-    """Write report.json, report.md, report.html and the figure PNGs; return their paths."""
+    """Write report.json, report.md, report.html, the figure PNGs and the models.
+
+    The models: ``compressed.*`` (the smaller model chosen within the loss budget, in the
+    model's own type) and ``improved.npz`` (the model after the negative-curvature step,
+    when it lowered the loss).  Returns the paths by name.
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    models = _models(rep, out)
     figures = _figures(rep, out)
     markdown = _markdown(rep, figures)
     paths = {"json": out / "report.json", "markdown": out / "report.md",
@@ -153,4 +190,4 @@ def save_report(rep: Report, folder: str) -> dict[str, str]:
     paths["json"].write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
     paths["markdown"].write_text(markdown)
     paths["html"].write_text(_html(markdown, figures))
-    return {**{k: str(v) for k, v in paths.items()}, **figures}
+    return {**{k: str(v) for k, v in paths.items()}, **figures, **models}

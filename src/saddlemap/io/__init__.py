@@ -38,5 +38,8 @@ from ._common import LoadedModel
 from ._data import load_data
 from ._models import export_model, load_model
 from ._save import save_model
+from ._sklearn import sklearn_penalty
 
-__all__ = ["LoadedModel", "export_model", "load_data", "load_model", "save_model"]
+__all__ = [
+    "LoadedModel", "export_model", "load_data", "load_model", "save_model", "sklearn_penalty",
+]
