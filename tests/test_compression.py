@@ -11,12 +11,10 @@ import pytest
 import torch
 
 import saddlemap as sm
-from saddlemap.compression import (
-    CompressionProfile,
-    ProfilePoint,
-    _spd_solve,
-    compression_profile,
-)
+import saddlemap._greedy as greedy
+from saddlemap._refit import Problem, hessian_blocks, refit_convex, spd_solve, with_ones
+from saddlemap._state import State
+from saddlemap.compression import CompressionProfile, ProfilePoint, compression_profile
 from saddlemap.errors import DataError, OptionError
 
 F64 = torch.float64
@@ -255,10 +253,97 @@ def test_exactly_singular_normal_equations() -> None:
     F = randn(gen, 30, 5)
     F = torch.cat([F, F[:, :2]], 1)  # two duplicate columns: rank 5 of 7
     y = randn(gen, 30, 1)
-    theta = _spd_solve(F.T @ F, F.T @ y)
+    theta = spd_solve(F.T @ F, F.T @ y)
     assert bool(torch.isfinite(theta).all())
     best = torch.linalg.lstsq(F, y, driver="gelsd").solution
     assert torch.allclose(F @ theta, F @ best, rtol=0, atol=1e-9)
+
+
+def cross_entropy_problem(seed: int, m: int = 6, K: int = 3, n: int = 150
+                          ) -> tuple[sm.TwoLayerNet, sm.Dataset]:
+    """A tanh network with an output bias and labels of a teacher, 10 % of them flipped."""
+    gen = torch.Generator().manual_seed(seed)
+    net = sm.TwoLayerNet(randn(gen, m, K), randn(gen, m, 2), b=randn(gen, m),
+                         c=randn(gen, K), activation="tanh")
+    X = randn(gen, n, 2)
+    labels = net(X).argmax(1)
+    flip = torch.rand(n, generator=gen) < 0.1
+    labels[flip] = torch.randint(0, K, (int(flip.sum()),), generator=gen)
+    return net, sm.Dataset(X, labels, loss="cross_entropy", num_outputs=K)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "other"])
+def test_output_layer_hessian_blocks(loss: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    net, data = cross_entropy_problem(14)
+    prob = Problem(net, data)
+    if loss == "other":  # the general formula, from the per-sample Hessians
+        monkeypatch.setattr(type(prob.loss), "hess", lambda self, g, t: (
+            torch.diag_embed(torch.softmax(g, -1))
+            - torch.softmax(g, -1)[:, :, None] * torch.softmax(g, -1)[:, None, :]))
+    Fh = with_ones(prob, torch.tanh(net.W_aug @ prob.Xt.T))
+    g = net(data.X)
+    p = torch.softmax(g, -1)
+    h = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    reference = torch.einsum("ai,ikl,bi->akbl", Fh, h, Fh) / prob.n
+    assert torch.allclose(hessian_blocks(prob, Fh, Fh, g), reference, rtol=0, atol=1e-14)
+    assert torch.allclose(hessian_blocks(prob, Fh[2:4], Fh, g), reference[2:4], rtol=0,
+                          atol=1e-14)
+
+
+def test_candidate_hessians_are_the_current_one_edited(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each candidate's Hessian, taken from the current width's, is that of its own
+    # features at the current outputs.
+    net, data = cross_entropy_problem(15)
+    prob = Problem(net, data)
+    state = State(prob, net)
+    state.start_greedy()
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def record(prob: Problem, F: torch.Tensor, theta: torch.Tensor, H: torch.Tensor | None
+               ) -> tuple[torch.Tensor, float]:
+        seen.append((F, H))
+        return theta, 0.0
+
+    monkeypatch.setattr(greedy, "rank_convex", record)
+    cands = greedy.candidates(state)
+    assert len(seen) == len(cands) == 8 and sum(c.merge is not None for c in cands) == 4
+    g = state.outputs()
+    for F, H in seen:
+        assert H is not None and F.shape == (5, prob.n)
+        Fh = with_ones(prob, F)
+        assert torch.allclose(H, hessian_blocks(prob, Fh, Fh, g), rtol=0, atol=1e-14)
+
+
+def test_cross_entropy_points_are_exact_refits() -> None:
+    # Candidates are ranked by loose refits, but the step taken is refitted exactly: from
+    # zero, a refit of each point's hidden layer finds the same objective.
+    net, data = cross_entropy_problem(16)
+    run = sm.train(net, data, optimizer="lbfgs", steps=200)
+    profile = compression_profile(run.net, data)
+    check_bookkeeping(profile, 6)
+    prob = Problem(run.net, data)
+    floor = 0.5 * profile.loss_before
+    for point in profile.points[1:]:
+        assert math.isclose(point.loss, sm.loss(point.net, data), rel_tol=1e-10)
+        if point.loss <= floor:  # the refit stopped at the floor
+            continue
+        F = torch.tanh(point.net.W_aug @ prob.Xt.T)
+        theta = torch.cat([point.net.a, point.net.c[None, :]])
+        _, best = refit_convex(prob, F, torch.zeros_like(theta), 0.0)
+        assert point.loss <= best * (1 + 1e-9)
+
+
+def test_a_point_builds_its_network_once() -> None:
+    calls: list[int] = []
+    net = sm.TwoLayerNet([1.0], [[1.0]])
+
+    def build() -> sm.TwoLayerNet:
+        calls.append(1)
+        return net
+
+    point = ProfilePoint(1, 0.5, None, build, ((0,),), (), 0.0)
+    assert not calls and point.net is net and point.net is net and len(calls) == 1
+    assert not point.exact and point.finetuned is None and "build" not in repr(point)
 
 
 def test_float32_network_keeps_its_dtype() -> None:
