@@ -21,8 +21,14 @@ Every pair is checked for agreement first.  Run from the repository root::
 
     python benchmarks/bench_hvp.py            # about 4 minutes on 2 cores
     python benchmarks/bench_hvp.py --quick    # the main problem only
+    python benchmarks/bench_hvp.py --shapes   # the main problem and the K / d axis
 
-Results: ``results/hvp.json`` and ``results/hvp.md`` (``hvp-quick.*`` for ``--quick``).
+The K / d axis (:data:`SHAPES`) is where the two contraction orders of the HVP kernels part
+ways: many outputs (scikit-learn's digits: K = 10, d = 64, cross-entropy) and MNIST-sized
+inputs (d = 784).
+
+Results: ``results/hvp.json`` and ``results/hvp.md`` (``hvp-quick.*`` for ``--quick``,
+``hvp-shapes.*`` for ``--shapes``).
 """
 
 from __future__ import annotations
@@ -49,16 +55,21 @@ class Spec:
     n: int = 1000
     K: int = 1
     bias: bool = False
+    loss: str = "mse"
 
     @property
     def label(self) -> str:
         extra = (f" K={self.K}" if self.K > 1 else "") + (" biases" if self.bias else "")
+        extra += f" {self.loss}" if self.loss != "mse" else ""
         return f"{self.activation} d={self.d} m={self.m} n={self.n}{extra}"
 
 
 MAIN = Spec()
 GRID = [MAIN, Spec("erf"), Spec("sigmoid"), Spec(K=3), Spec(bias=True), Spec(d=2),
         Spec(m=200), Spec(n=100), Spec(n=10_000)]
+# The K / d axis: digits-shaped (many outputs), then MNIST-sized inputs.
+SHAPES = [Spec(d=64, m=20, n=1797, K=10, bias=True, loss="cross_entropy"), Spec(d=784),
+          Spec(d=784, m=256, n=2000)]
 
 
 def problem(spec: Spec, seed: int) -> tuple[sm.TwoLayerNet, sm.Dataset]:
@@ -71,7 +82,11 @@ def problem(spec: Spec, seed: int) -> tuple[sm.TwoLayerNet, sm.Dataset]:
     net = sm.TwoLayerNet(randn(spec.m, spec.K) / spec.m**0.5, randn(spec.m, spec.d) / spec.d**0.5,
                          b=randn(spec.m) if spec.bias else None,
                          c=randn(spec.K) if spec.bias else None, activation=spec.activation)
-    return net, sm.Dataset(randn(spec.n, spec.d), randn(spec.n, spec.K))
+    X = randn(spec.n, spec.d)
+    if spec.loss == "cross_entropy":
+        labels = torch.randint(0, spec.K, (spec.n,), generator=gen)
+        return net, sm.Dataset(X, labels, loss="cross_entropy", num_outputs=spec.K)
+    return net, sm.Dataset(X, randn(spec.n, spec.K))
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -124,12 +139,12 @@ def bench(spec: Spec, seed: int, budget_s: float) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], info: dict[str, Any], quick: bool,
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any], mode: str,
              load: dict[str, Any] | None = None) -> list[str]:
     main = [r for r in rows if r["problem"] == MAIN.label]
     load_line = load_summary(load)
     out = ["# saddlemap HVP benchmark (paired)", "",
-           f"Mode `{'quick' if quick else 'full'}`. Ratio = peer time / saddlemap time, the "
+           f"Mode `{mode}`. Ratio = peer time / saddlemap time, the "
            "median over alternating blocks of calls (interquartile range in brackets); above "
            "1 means saddlemap is faster.", "", "## Machine", "",
            f"* CPU: {info['cpu']}; torch {info['torch']}, {info['torch_threads']} thread; "
@@ -153,17 +168,21 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], quick: bool,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="main problem only")
+    parser.add_argument("--shapes", action="store_true",
+                        help="main problem and the K / d axis (many outputs, wide inputs)")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per pair")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rows = []
     with session() as harness:
-        for spec in [MAIN] if args.quick else GRID:
+        specs = [MAIN] if args.quick else [MAIN, *SHAPES] if args.shapes else GRID
+        for spec in specs:
             rows += bench(spec, args.seed, args.budget)
-    name = "hvp-quick" if args.quick else "hvp"
+    mode = "quick" if args.quick else "shapes" if args.shapes else "full"
+    name = "hvp" if mode == "full" else f"hvp-{mode}"
     result = {"machine": harness.machine, "threads": harness.threads, "load": harness.load,
               "rows": rows}
-    write_results(name, result, markdown(rows, harness.machine, args.quick, harness.load))
+    write_results(name, result, markdown(rows, harness.machine, mode, harness.load))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from conftest import Case, assert_close_scaled, make_problem
 
 import saddlemap as sm
+from saddlemap import _hvp
 from saddlemap._forward import forward
 
 RTOL = 1e-10  # DESIGN: closed forms equal autodiff to 1e-10 in float64
@@ -21,18 +22,84 @@ def test_loss_and_gradient_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Data
     assert_close_scaled(grad, sm.gradient(net, data), 1e-13)
 
 
+def _close_by_kernel(
+    kernel: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float
+) -> None:
+    try:
+        assert_close_scaled(actual, expected, rtol)
+    except AssertionError as exc:
+        raise AssertionError(f"kernel {kernel!r}: {exc}") from None
+
+
+def _check_hvp_kernels(net: sm.TwoLayerNet, data: sm.Dataset, H_ref: torch.Tensor) -> None:
+    """Every HVP kernel, forced in turn, against the autodiff Hessian and HVPs."""
+    V = torch.randn(net.num_params, 3, generator=torch.Generator().manual_seed(1))
+    for kernel in _hvp.CACHED_KERNELS:  # HessianOperator.apply, through sm.hvp with r = 3
+        with _hvp.forced(cached=kernel):
+            _close_by_kernel(kernel, sm.hvp(net, data, V), H_ref @ V, RTOL)
+            op = sm.hessian_operator(net, data)
+            assert op._cached.kernel == kernel
+            _close_by_kernel(kernel, op.apply(V[:, :1]), H_ref @ V[:, :1], RTOL)
+    refs = [sm.hvp_autodiff(net, data, V[:, 0], method)
+            for method in ("forward_over_reverse", "double_backward")]
+    for kernel in _hvp.FRESH_KERNELS:  # a fresh point: sm.hvp with one vector
+        with _hvp.forced(fresh=kernel):
+            out = sm.hvp(net, data, V[:, 0])
+        for ref in refs:
+            _close_by_kernel(kernel, out, ref, RTOL)
+
+
 def test_hessian_and_hvp_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
     net, data = problem
     H = sm.hessian(net, data)
     H_ref = sm.hessian_autodiff(net, data)
     assert_close_scaled(H, H_ref, RTOL)
     assert torch.equal(H, H.T)
-    V = torch.randn(net.num_params, 3, generator=torch.Generator().manual_seed(1))
-    assert_close_scaled(sm.hvp(net, data, V), H_ref @ V, RTOL)
-    for method in ("forward_over_reverse", "double_backward"):
-        assert_close_scaled(
-            sm.hvp(net, data, V[:, 0]), sm.hvp_autodiff(net, data, V[:, 0], method), RTOL
-        )
+    _check_hvp_kernels(net, data, H_ref)
+
+
+# Many outputs and wide inputs, where the per-sample order and fused G are chosen by shape.
+WIDE_CASES = [
+    Case("tanh", "both_biases", 10, 7, loss="cross_entropy", d=6, m=4),
+    Case("softplus", "hidden_bias", 10, 13, d=3),
+    Case("gelu", "both_biases", 10, 5, loss="cross_entropy", d=100, m=3),
+    Case("tanh", "both_biases", 1, 5, d=120, m=3),
+    Case("sigmoid", "no_bias", 1, 3, loss="binary_cross_entropy", d=110, m=2),
+    Case("erf", "hidden_bias", 3, 4, d=105, m=2),
+]
+
+
+@pytest.mark.parametrize("case", WIDE_CASES, ids=lambda c: f"{c.id}-d{c.d}-m{c.m}")
+def test_hvp_kernels_many_outputs_and_wide_inputs(case: Case) -> None:
+    net, data = make_problem(case)
+    H_ref = sm.hessian_autodiff(net, data)
+    assert_close_scaled(sm.hessian(net, data), H_ref, RTOL)
+    _check_hvp_kernels(net, data, H_ref)
+    V = torch.randn(net.num_params, 2, generator=torch.Generator().manual_seed(4))
+    for kernel in _hvp.CACHED_KERNELS:  # blocks of samples, summed
+        with _hvp.forced(cached=kernel):
+            _close_by_kernel(kernel, sm.hvp(net, data, V, batch_size=2), H_ref @ V, RTOL)
+
+
+@pytest.mark.parametrize(
+    ("shape", "cached", "fresh"),
+    [
+        ((1000, 100, 1, 10), "coordinate", "scalar"),  # the README's headline problem
+        ((1797, 20, 10, 65), "sample", "general"),  # digits, cross-entropy
+        ((1000, 100, 1, 785), "sample_fused", "general"),  # MNIST-sized inputs
+        ((2000, 256, 1, 785), "sample_fused", "general"),
+    ],
+)
+def test_kernel_choice_by_shape(shape: tuple[int, int, int, int], cached: str, fresh: str) -> None:
+    # (n, m, K, D): the cost model's choices, each the fastest measured on these shapes
+    assert _hvp.cached_kernel(*shape) == cached
+    assert _hvp.fresh_kernel(*shape) == fresh
+    with _hvp.forced(cached="coordinate", fresh="scalar"):
+        assert _hvp.cached_kernel(*shape) == "coordinate"
+        assert _hvp.fresh_kernel(*shape) == ("scalar" if shape[2] == 1 else "general")
+    assert _hvp.cached_kernel(*shape) == cached
+    with pytest.raises(ValueError, match="unknown"), _hvp.forced(cached="nope"):
+        pass
 
 
 def test_jacobian_matches_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
@@ -72,13 +139,17 @@ def test_batched_over_data_equals_unbatched(batch_size: int, case: Case) -> None
     assert_close_scaled(sm.gradient(net, data, batch_size), sm.gradient(net, data), 1e-13)
     assert_close_scaled(sm.hvp(net, data, v, batch_size), sm.hvp(net, data, v), 1e-13)
     assert sm.loss(net, data, batch_size) == pytest.approx(sm.loss(net, data), rel=1e-13)
-    op = sm.hessian_operator(net, data, batch_size)
-    assert_close_scaled(torch.as_tensor(op @ v.numpy()), sm.hessian(net, data) @ v, 1e-12)
-    assert op.num_matvecs == 1
     V = torch.randn(net.num_params, 3, generator=torch.Generator().manual_seed(3))
-    assert_close_scaled(torch.as_tensor(op.matmat(V.numpy())), sm.hessian(net, data) @ V, 1e-12)
-    assert_close_scaled(sm.hvp(net, data, V, batch_size), sm.hessian(net, data) @ V, 1e-12)
-    assert op.num_matvecs == 4
+    for kernel in _hvp.CACHED_KERNELS:
+        with _hvp.forced(cached=kernel):
+            op = sm.hessian_operator(net, data, batch_size)
+            assert_close_scaled(sm.hvp(net, data, V, batch_size), sm.hessian(net, data) @ V, 1e-12)
+        assert_close_scaled(torch.as_tensor(op @ v.numpy()), sm.hessian(net, data) @ v, 1e-12)
+        assert op.num_matvecs == 1
+        assert_close_scaled(
+            torch.as_tensor(op.matmat(V.numpy())), sm.hessian(net, data) @ V, 1e-12
+        )
+        assert op.num_matvecs == 4
 
 
 def test_residual_function_gives_gradient_and_residual_blocks() -> None:

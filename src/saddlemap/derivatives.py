@@ -223,11 +223,13 @@ def hessian(net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> t
 class HessianOperator(LinearOperator):
     """The Hessian as a ``scipy.sparse.linalg.LinearOperator``, matrix-free.
 
-    The forward pass (per block of ``batch_size`` samples) and the residual blocks B_k are
-    formed once, keeping σ, σ' and σ'ᵀ (3nm numbers); each product is then the Gauss–Newton
-    part, four matrix products that read σ or σ' and write no n × m matrix, plus the small
-    B_k.  With ``data.penalty`` each product adds λ M V once.  Several vectors share each
-    product.  ``num_matvecs`` counts vectors multiplied.
+    The forward pass (per block of ``batch_size`` samples) and the residual blocks B_k (for
+    wide inputs only ∇φ) are formed once; each product is then the Gauss–Newton part, in the
+    contraction order a cost model finds cheaper for the shape: by input coordinate (four
+    matrix products that read σ or σ' and write no n × m matrix; one output, few inputs) or
+    by sample (n × m temporaries, nothing of size K·d·n; many outputs or wide inputs), plus
+    the B_k.  With ``data.penalty`` each product adds λ M V once.  Several vectors share
+    each product.  ``num_matvecs`` counts vectors multiplied.
     """
 
     def __init__(self, net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> None:
