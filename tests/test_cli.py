@@ -88,7 +88,7 @@ def test_branches_table(files: dict[str, Path]) -> None:
 def test_demo_runs_and_writes_a_report(tmp_path: Path) -> None:
     out = run("demo", "--out", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr
-    assert "Smaller network: yes" in out.stdout
+    assert "Smaller model: yes" in out.stdout
     assert (tmp_path / "demo" / "report.html").exists()
 
 
@@ -140,10 +140,16 @@ def test_sklearn_pickle_round_trip_through_compress(tmp_path: Path) -> None:
     (tmp_path / "mlp.pkl").write_bytes(pickle.dumps(mlp))
     np.savez(tmp_path / "d.npz", X=X, y=y)
     out = run("compress", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "-o",
-              str(tmp_path / "small.pkl"))
+              str(tmp_path / "small.pkl"), "--tol", "1e-7")  # exact: the same outputs
     assert out.returncode == 0, out.stderr
     small = pickle.loads((tmp_path / "small.pkl").read_bytes())
     np.testing.assert_allclose(small.predict(X), mlp.predict(X), rtol=0, atol=1e-12)
+    budget = run("compress", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "-o",
+                 str(tmp_path / "budget.pkl"), "--max-loss-increase", "0.05")
+    assert budget.returncode == 0, budget.stderr
+    smaller = pickle.loads((tmp_path / "budget.pkl").read_bytes())
+    mse = lambda model: float(np.mean((model.predict(X) - y) ** 2))  # noqa: E731
+    assert mse(smaller) <= 1.05 * mse(mlp) + 1e-12
     diag = run("diagnose", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "--json", "-",
                "--escape-steps", "0")
     assert diag.returncode == 0, diag.stderr

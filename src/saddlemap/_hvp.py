@@ -49,6 +49,7 @@ import torch
 
 from ._forward import Forward
 from ._workspace import MAX_BYTES, scratch
+from .errors import OptionError
 
 __all__ = [
     "CACHED_KERNELS",
@@ -95,9 +96,9 @@ def forced(cached: str | None = None, fresh: str | None = None) -> Iterator[None
     For tests and benchmarks; a kernel is fixed when the CachedHessian is made.
     """
     if cached is not None and cached not in CACHED_KERNELS:
-        raise ValueError(f"unknown cached kernel {cached!r}")
+        raise OptionError(f"unknown cached kernel {cached!r}")
     if fresh is not None and fresh not in FRESH_KERNELS:
-        raise ValueError(f"unknown fresh kernel {fresh!r}")
+        raise OptionError(f"unknown fresh kernel {fresh!r}")
     before = dict(_FORCED)
     _FORCED.update(cached=cached, fresh=fresh)
     try:
@@ -286,7 +287,7 @@ class CachedHessian:
         n = sum(fw.S.shape[0] for fw in blocks)
         self.kernel = kernel if kernel is not None else cached_kernel(n, m, K, q - K)
         if self.kernel not in CACHED_KERNELS:
-            raise ValueError(f"unknown cached kernel {self.kernel!r}")
+            raise OptionError(f"unknown cached kernel {self.kernel!r}")
         self._B: torch.Tensor | None = None
         self._grad_phi: torch.Tensor | None = None
         if self.kernel == "sample_fused":

@@ -124,10 +124,12 @@ def nearest_branch_point(
         groups: for each neuron of ``narrow``, the model's neurons it stands for.
         dropped: the model's neurons ``narrow`` left out.
         tolerances: the analysis tolerances (``near`` decides "near").
-        max_iter: refinement iterations at width r.
+        max_iter: refinement iterations at width r (a third of it when matrix-free).
     """
     tol = (tolerances or Tolerances()).resolved(model.dtype)
-    star = find_critical_point(narrow, data, tolerances=tol, max_iter=max_iter,
+    dense = Analysis(narrow, data, tol).dense
+    star = find_critical_point(narrow, data, tolerances=tol,
+                               max_iter=max_iter if dense else max(1, max_iter // 3),
                                max_move=3 * tol.near)
     a, W = model.a.clone(), model.W_aug.clone()
     for j, members in enumerate(groups):

@@ -227,6 +227,9 @@ def _certificate(
 
 
 # ------------------------------------------------------------------------ LM steps
+#: Conjugate-gradient iterations of one matrix-free LM step, at most.
+CG_ITERATIONS = 300
+
 StepFn = Callable[[float], tuple[torch.Tensor, float]]
 
 
@@ -260,7 +263,9 @@ def _matrix_free_step(an: Analysis, g: torch.Tensor) -> StepFn:
             return (Hv(Hv(v)) + mu * v).cpu().numpy()
 
         op = LinearOperator((P, P), matvec=normal, dtype=np.float64)
-        x, _ = cg(op, -Hg.cpu().numpy(), rtol=1e-12, maxiter=10 * P)
+        # An inexact step is fine (the trust-region test accepts or damps it); capping CG
+        # keeps one LM step at a few hundred products where H²+μI is ill-conditioned.
+        x, _ = cg(op, -Hg.cpu().numpy(), rtol=1e-10, maxiter=min(10 * P, CG_ITERATIONS))
         s = torch.as_tensor(x, dtype=net.dtype, device=net.device)
         r = g + Hv(s)
         return s, 0.5 * float(r @ r)
@@ -293,7 +298,8 @@ def _lm_iteration(
     an = it.analysis
     step = make_step(an, an.gradient)
     theta = an.net.flatten()
-    for _ in range(60):
+    # Each retry of a matrix-free step is a CG solve: fewer retries there (μ grows 4x each).
+    for _ in range(60 if make_step is _dense_step else 12):
         s, predicted = step(c * it.grad_norm**2)  # μ = c‖∇R‖²
         if not bool(torch.isfinite(s).all()):
             break
@@ -347,7 +353,10 @@ def find_critical_point(
     c = 1.0  # μ = c‖∇R‖²; c adapts like a trust-region radius
     polished = it = 0
     with tqdm(total=max_iter, desc="refine", unit="it", disable=not progress) as bar:
-        while it < max_iter and polished <= polish and current.merit > 0:
+        # A cross-entropy iterate whose loss falls along the output ray will not stop at a
+        # finite critical point: say so at once instead of following it.
+        runaway = current.analysis.heads_to_infinity and _infimum_at_infinity(current.analysis)
+        while it < max_iter and polished <= polish and current.merit > 0 and not runaway:
             done = current.grad_norm <= current.analysis.grad_tol
             polished += done
             if done and polished > polish:
@@ -358,8 +367,9 @@ def find_critical_point(
             theta = new.analysis.net.flatten()
             if float((theta - theta0).norm()) > radius:
                 break  # the next critical point is another network's
-            if float(theta.norm()) > 1.5 * max(float(theta0.norm()), 1.0) and (
-                new.analysis.heads_to_infinity
+            if new.analysis.heads_to_infinity and (
+                _infimum_at_infinity(new.analysis)
+                or float(theta.norm()) > 1.5 * max(float(theta0.norm()), 1.0)
             ):
                 current, it = new, it + 1  # keep the evidence: it runs off to infinity
                 history.append(current.grad_norm)
@@ -374,6 +384,11 @@ def find_critical_point(
     )
     moved = float((cp.net.flatten() - theta0).norm()) / max(float(theta0.norm()), 1.0)
     return _with_drift_warning(dataclasses.replace(cp, moved=moved), net)
+
+
+def _infimum_at_infinity(an: Analysis) -> bool:
+    """Whether the loss is one whose infimum lies at infinity (cross-entropy)."""
+    return an.data.loss.name in ("cross_entropy", "binary_cross_entropy")
 
 
 def _with_drift_warning(cp: CriticalPoint, start: TwoLayerNet) -> CriticalPoint:

@@ -378,7 +378,8 @@ def diagnose(
         weight_decay: analyse R + (λ/2)‖θ‖² over all parameters (torch's ``weight_decay``);
             by default none, except a scikit-learn model's own ``alpha``.
         refine: when the model is not critical, refine it (bounded: at most
-            :data:`REFINE_ITERATIONS` iterations and 3 · ``tolerances.near`` away).
+            :data:`REFINE_ITERATIONS` iterations, a third of that matrix-free, and
+            3 · ``tolerances.near`` away).
         escape_steps: training steps after an escape from a saddle (0 skips the escape).
         tolerances: the analysis tolerances (default :class:`~saddlemap.Tolerances`).
         progress: a progress bar on stderr (None: only on a terminal).
@@ -423,7 +424,8 @@ def _diagnose(
     stage("refine")
     refined, point, an = None, start, given
     if refine and not start.converged and not start.at_infinity:
-        refined = find_critical_point(net, data, tolerances=tol, max_iter=REFINE_ITERATIONS,
+        iterations = REFINE_ITERATIONS if given.dense else REFINE_ITERATIONS // 3
+        refined = find_critical_point(net, data, tolerances=tol, max_iter=iterations,
                                       max_move=3 * tol.near)
         if refined.converged:
             point, an = refined, Analysis(refined.net, data, tol)
