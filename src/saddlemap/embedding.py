@@ -325,7 +325,7 @@ def _on_zero_set(zs: ZeroSet, u: torch.Tensor, name: str) -> float:
     if not zs.contains(u):
         raise ModelError(
             f"{name} = {_fmt(u)} is not on Z_f: ‖φ({name})‖ = {point.phi_norm:.3e} exceeds the "
-            f"zero_set tolerance {zs._tol:g} × {zs.phi_terms(u):.3e} (the size of its terms)"
+            f"zero_set tolerance {zs.tolerance:g} × {zs.phi_terms(u):.3e} (the size of its terms)"
         )
     return point.phi_norm
 

@@ -77,7 +77,8 @@ class ZeroSet:
     tolerances: Tolerances = field(default_factory=Tolerances)
 
     @property
-    def _tol(self) -> float:
+    def tolerance(self) -> float:
+        """The resolved ``zero_set`` tolerance of membership, for this dtype."""
         return self.tolerances.resolved(self.residual.X.dtype).zero_set_value
 
     def _vector(self, u: torch.Tensor | tuple[float, ...]) -> torch.Tensor:
@@ -101,7 +102,7 @@ class ZeroSet:
     def contains(self, u: torch.Tensor | tuple[float, ...]) -> bool:
         """Whether φ(u) = 0 to the ``zero_set`` tolerance (see the module docstring)."""
         u = self._vector(u)
-        rf, tol = self.residual, self._tol
+        rf, tol = self.residual, self.tolerance
         phi = float(torch.linalg.vector_norm(rf.phi(u)))
         if phi <= tol * self.phi_terms(u):
             return True
