@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import Case, make_problem
 
 import saddlemap as sm
 from saddlemap.analysis import grad_tolerance
@@ -224,3 +225,17 @@ def test_refinement_stops_at_max_move() -> None:
 def test_exact_critical_point_refines_without_dividing_by_zero() -> None:
     cp = find_critical_point(sm.TwoLayerNet([0.0], [[0.0]]), sm.Dataset([1.0, 2.0], [0.0, 0.0]))
     assert cp.converged and cp.grad_norm == 0.0 and cp.iterations == 0
+
+
+def test_patience_stops_a_linearly_converging_refinement() -> None:
+    # tanh, m = 5 on 13 points: ‖∇R‖ falls by a constant 0.968 per step (a flat valley);
+    # patience 3 stops once it has not halved over three iterations, long before max_iter
+    net, data = make_problem(Case("tanh", "no_bias", 1, 13, d=2, m=5, seed=0))
+    full = sm.find_critical_point(net, data, max_iter=40)
+    assert full.iterations == 40 and not full.converged
+    short = sm.find_critical_point(net, data, max_iter=40, patience=3)
+    h = short.history
+    assert short.iterations < 40 and h[-1] > 0.5 * h[-4]
+    np.testing.assert_array_equal(h, full.history[: h.size])  # the same path, cut short
+    with pytest.raises(sm.OptionError, match="patience"):
+        sm.find_critical_point(net, data, patience=0)

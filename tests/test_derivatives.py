@@ -7,7 +7,7 @@ import torch
 from conftest import Case, assert_close_scaled, make_problem
 
 import saddlemap as sm
-from saddlemap import _hvp
+from saddlemap import _hvp, derivatives
 from saddlemap._forward import forward
 
 RTOL = 1e-10  # DESIGN: closed forms equal autodiff to 1e-10 in float64
@@ -55,7 +55,26 @@ def test_hessian_and_hvp_match_autodiff(problem: tuple[sm.TwoLayerNet, sm.Datase
     H_ref = sm.hessian_autodiff(net, data)
     assert_close_scaled(H, H_ref, RTOL)
     assert torch.equal(H, H.T)
+    for build in (derivatives._hessian_closed, derivatives._hessian_by_products):
+        H = build(net, data, batch_size=3)  # both ways to form H, whichever the cost picks
+        assert_close_scaled(H, H_ref, RTOL)
+        assert torch.equal(H, H.T)
     _check_hvp_kernels(net, data, H_ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "by_products"),
+    [((442, 32, 1, 11), False), ((1797, 8, 10, 65), True), ((200, 4, 3, 6), False)],
+)
+def test_dense_hessian_built_the_cheaper_way(
+    shape: tuple[int, int, int, int], by_products: bool
+) -> None:
+    # (n, m, K, D): diabetes (one output) by Jᵀ(hJ); digits at width 8 by products
+    n, m, K, D = shape
+    net = sm.TwoLayerNet(torch.ones(m, K), torch.ones(m, D - 1), torch.ones(m), torch.ones(K))
+    work, products = derivatives.dense_hessian_work(net, n)
+    assert products is by_products
+    assert work == min(n * K * net.num_params**2, 3.3 * n * m * (D + K) * net.num_params)
 
 
 # Many outputs and wide inputs, where the per-sample order and fused G are chosen by shape.

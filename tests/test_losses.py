@@ -38,6 +38,11 @@ def test_grad_and_hess_match_autodiff(name: str, K: int, n: int) -> None:
     torch.testing.assert_close(
         loss.hess_apply(g, t, v), torch.einsum("nij,rnj->rni", hess, v), rtol=1e-13, atol=1e-14
     )
+    # outputs-first layout of the HVP kernels, with the factor formed once
+    columns = loss.hess_columns(loss.hess_factor(g, t), v.permute(2, 0, 1))
+    torch.testing.assert_close(
+        columns, torch.einsum("nij,rnj->irn", hess, v), rtol=1e-13, atol=1e-14
+    )
 
 
 def test_squared_loss_convention() -> None:

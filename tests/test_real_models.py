@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import saddlemap as sm
+from saddlemap.verdicts import NoteCode
 
 
 @functools.cache
@@ -91,6 +92,10 @@ def test_scikit_learn_alpha_is_analysed_and_said() -> None:
     assert rep.penalty is not None and rep.penalty.scope == "weights"
     assert rep.penalty.weight_decay == pytest.approx(clf.alpha / len(X))
     assert "assumes no penalty" in rep.summary()
+    assert "compression budget compares R alone" in rep.summary()
+    # the loader's "not part of R" caveat is gone: here the penalty is part of it
+    assert NoteCode.PENALTY in {note.code for note in sm.load_model(clf).notes}
+    assert NoteCode.PENALTY not in {note.code for note in rep.notes}
 
 
 def test_weight_decay_objective_is_the_penalised_one() -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -259,8 +260,7 @@ class _Block:
     S1: torch.Tensor | None
     S1t: torch.Tensor
     eaS2t: torch.Tensor | None
-    g: torch.Tensor
-    targets: torch.Tensor
+    curvature: Any  # the loss's hess_factor at these outputs (None for the squared loss)
     n_total: int
 
     @classmethod
@@ -268,7 +268,9 @@ class _Block:
         S1 = fw.S1 if kernel == "coordinate" else None
         eaS2t = fw.eaS2.T.contiguous() if kernel == "sample_fused" else None
         S1t = fw.S1.T.contiguous()
-        return cls(fw.X, fw.Xt, fw.S, S1, S1t, eaS2t, fw.g, fw.data.targets, fw.n_total)
+        loss = fw.data.loss
+        curvature = None if loss.identity_curvature else loss.hess_factor(fw.g, fw.data.targets)
+        return cls(fw.X, fw.Xt, fw.S, S1, S1t, eaS2t, curvature, fw.n_total)
 
 
 class CachedHessian:
@@ -340,8 +342,8 @@ class CachedHessian:
             uT = JvT.div_(blk.n_total)
         else:
             K, n = self.net.output_dim, JvT.shape[1]
-            u = self.loss.hess_apply(blk.g, blk.targets, JvT.view(r, K, n).transpose(1, 2))
-            uT = u.transpose(1, 2).reshape(r * K, n).div_(blk.n_total)
+            u = self.loss.hess_columns(blk.curvature, JvT.view(r, K, n).transpose(0, 1))
+            uT = u.transpose(0, 1).reshape(r * K, n).div_(blk.n_total)
         D, n = blk.Xt.shape
         uX = torch.mul(uT[:, None, :], blk.Xt, out=scratch("hvp_uX", (uT.shape[0], D, n), uT))
         return uT, uX.view(-1, n)
@@ -427,8 +429,8 @@ class CachedHessian:
             if self.loss.identity_curvature:
                 u = Jv.div_(blk.n_total)
             else:
-                hJv = self.loss.hess_apply(blk.g, blk.targets, Jv.view(K, r, n).permute(1, 2, 0))
-                u = hJv.permute(2, 0, 1).reshape(K * r, n).div_(blk.n_total)
+                hJv = self.loss.hess_columns(blk.curvature, Jv.view(K, r, n))
+                u = hJv.view(K * r, n).div_(blk.n_total)
             # Y is spent: its buffer takes A uᵀ, then σ' ∘ A uᵀ (+ the G-term when fused).
             Au = torch.mm(net.a, u.view(K, r * n), out=Y.view(m, r * n)).view(shape)
             T = T.addcmul_(Au, blk.S1t[:, None]) if fused else Au.mul_(blk.S1t[:, None])

@@ -28,7 +28,7 @@ import torch
 
 from .activations import Symmetry
 from .analysis import Analysis
-from .critical_points import CriticalPoint, find_critical_point
+from .critical_points import REFINE_PATIENCE, CriticalPoint, find_critical_point
 from .data import Dataset
 from .derivatives import residual_function
 from .network import TwoLayerNet
@@ -95,20 +95,46 @@ def _signs(model: TwoLayerNet, star_w: torch.Tensor, members: Sequence[int]) -> 
     return [1.0 if float(model.W_aug[k] @ star_w) >= 0 else -1.0 for k in members]
 
 
-def _ratios(a: torch.Tensor, signs: Sequence[float]) -> torch.Tensor:
-    """ρ_k = ⟨s_k a_k, A⟩/‖A‖² with A = Σ s_k a_k (Σ ρ_k = 1); equal ratios if A ≈ 0."""
+def _ratios(a: torch.Tensor, signs: Sequence[float], star_a: torch.Tensor) -> torch.Tensor:
+    """The ratios ρ (Σ ρ_k = 1) that put s_k ρ_k a* closest to the model's a_k.
+
+    Minimising Σ_k ‖ρ_k a* − s_k a_k‖² under Σ ρ_k = 1 gives
+    ρ_k = ⟨s_k a_k, a*⟩/‖a*‖² + (1 − Σ_j ⟨s_j a_j, a*⟩/‖a*‖²)/|g|; equal ratios if a* ≈ 0.
+    """
+    g = a.shape[0]
+    norm2 = float(star_a @ star_a)
+    if norm2 <= 1e-30 * max(1.0, float((a * a).sum())):
+        return torch.full((g,), 1.0 / g, dtype=a.dtype, device=a.device)
     signed = a * torch.as_tensor(signs, dtype=a.dtype, device=a.device)[:, None]
-    total = signed.sum(0)
-    norm2 = float(total @ total)
-    if norm2 <= 1e-30 * max(1.0, float((signed * signed).sum())):
-        return torch.full((a.shape[0],), 1.0 / a.shape[0], dtype=a.dtype, device=a.device)
-    return (signed @ total) / norm2
+    rho = (signed @ star_a) / norm2
+    return rho + (1.0 - rho.sum()) / g
+
+
+def merged_network(model: TwoLayerNet, groups: Sequence[Sequence[int]]) -> TwoLayerNet:
+    """The model's clusters merged in place, no refit: the narrow start nearest the model.
+
+    Cluster j becomes (Σ_k s_k a_k, Σ_k |a_k| s_k w̃_k / Σ_k |a_k|), with s_k the sign that
+    aligns w̃_k with the cluster's first neuron for odd activations (1 otherwise).
+    """
+    a, W = [], []
+    for members in groups:
+        idx = list(members)
+        s = torch.as_tensor(_signs(model, model.W_aug[idx[0]], idx), dtype=model.dtype,
+                            device=model.device)[:, None]
+        weight = torch.linalg.vector_norm(model.a[idx], dim=1, keepdim=True)
+        weight = weight + (1.0 if float(weight.sum()) == 0.0 else 0.0)  # all null: plain mean
+        a.append((s * model.a[idx]).sum(0))
+        W.append((weight * s * model.W_aug[idx]).sum(0) / weight.sum())
+    d = model.input_dim
+    W_aug = torch.stack(W)
+    return model.replace(a=torch.stack(a), W=W_aug[:, :d],
+                         b=W_aug[:, d] if model.b is not None else None)
 
 
 def nearest_branch_point(
     model: TwoLayerNet,
     data: Dataset,
-    narrow: TwoLayerNet,
+    narrow: TwoLayerNet | None,
     groups: Sequence[Sequence[int]],
     dropped: Sequence[int] = (),
     *,
@@ -120,22 +146,26 @@ def nearest_branch_point(
     Args:
         model: the model (width m).
         data: its data.
-        narrow: the narrow network (width r = len(groups)), e.g. a compression profile point.
+        narrow: the narrow network (width r = len(groups)) to refine, e.g. a compression
+            profile point; None starts from :func:`merged_network`, which is nearer the
+            model than a refitted one (a cross-entropy refit can scale the output layer).
         groups: for each neuron of ``narrow``, the model's neurons it stands for.
         dropped: the model's neurons ``narrow`` left out.
         tolerances: the analysis tolerances (``near`` decides "near").
         max_iter: refinement iterations at width r (a third of it when matrix-free).
     """
     tol = (tolerances or Tolerances()).resolved(model.dtype)
+    if narrow is None:
+        narrow = merged_network(model, groups)
     dense = Analysis(narrow, data, tol).dense
     star = find_critical_point(narrow, data, tolerances=tol,
                                max_iter=max_iter if dense else max(1, max_iter // 3),
-                               max_move=3 * tol.near)
+                               max_move=3 * tol.near, patience=REFINE_PATIENCE)
     a, W = model.a.clone(), model.W_aug.clone()
     for j, members in enumerate(groups):
         idx = list(members)
         signs = _signs(model, star.net.W_aug[j], idx)
-        rho = _ratios(model.a[idx], signs)
+        rho = _ratios(model.a[idx], signs, star.net.a[j])
         for k, s, r in zip(idx, signs, rho.tolist(), strict=True):
             a[k] = s * r * star.net.a[j]
             W[k] = s * star.net.W_aug[j]

@@ -227,6 +227,8 @@ def _certificate(
 
 
 # ------------------------------------------------------------------------ LM steps
+#: Patience of the bounded refinements diagnose runs (see ``find_critical_point``).
+REFINE_PATIENCE = 5
 #: Conjugate-gradient iterations of one matrix-free LM step, at most.
 CG_ITERATIONS = 300
 
@@ -323,6 +325,7 @@ def find_critical_point(
     polish: int = 2,
     progress: bool = False,
     max_move: float | None = None,
+    patience: int | None = None,
 ) -> CriticalPoint:
     """Refine ``net`` to a nearby critical point by Levenberg–Marquardt on ∇R = 0.
 
@@ -335,7 +338,9 @@ def find_critical_point(
     rounding floor) or ∇R is exactly zero; the returned :class:`CriticalPoint` says which.
     With ``max_move``, it also stops before the iterate moves farther than
     ``max_move`` · max(‖θ₀‖, 1) from the start: a critical point beyond that describes
-    another network, not this one.
+    another network, not this one.  With ``patience`` = p, it stops once ‖∇R‖ has not halved
+    over the last p iterations: linear convergence, which on real models means a long flat
+    valley whose end is not worth the time.
     """
     if method == "auto":
         method = "dense" if Analysis(net, data, tolerances).dense else "matrix_free"
@@ -346,6 +351,8 @@ def find_critical_point(
         raise OptionError(f"max_iter and polish must be integers ≥ 0, got {max_iter}, {polish}")
     if max_move is not None and not (isinstance(max_move, (int, float)) and max_move > 0):
         raise OptionError(f"max_move must be a number > 0, got {max_move!r}")
+    if patience is not None and not (isinstance(patience, int) and patience >= 1):
+        raise OptionError(f"patience must be an integer ≥ 1 or None, got {patience!r}")
     theta0 = net.flatten()
     radius = math.inf if max_move is None else max_move * max(float(theta0.norm()), 1.0)
     current = _Iterate.at(Analysis(net, data, tolerances))
@@ -378,6 +385,9 @@ def find_critical_point(
             history.append(current.grad_norm)
             bar.update(1)
             bar.set_postfix(grad=f"{current.grad_norm:.2e}")
+            if patience and not done and it > patience and (
+                    history[-1] > 0.5 * history[-1 - patience]):
+                break  # linear convergence: a flat valley
     cp = _certificate(
         current.analysis, iterations=it, history=np.array(history),
         method=f"levenberg-marquardt ({method})",

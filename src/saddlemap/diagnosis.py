@@ -41,7 +41,7 @@ from ._record import SCHEMA_VERSION, report_record
 from .analysis import Analysis
 from .branch_point import BranchPoint, nearest_branch_point
 from .compression import CompressionProfile, compression_profile
-from .critical_points import CriticalPoint, certify, find_critical_point
+from .critical_points import REFINE_PATIENCE, CriticalPoint, certify, find_critical_point
 from .data import Dataset
 from .descent import Descent, negative_curvature_step
 from .errors import OptionError
@@ -305,7 +305,8 @@ def _summary_lines(rep: Report) -> list[str]:
 
 def _penalty_sentence(penalty: Penalty) -> str:
     return (f"analysed as trained, R + (λ/2)‖θ‖² with λ = {penalty.weight_decay:.3g} over "
-            f"{'all parameters' if penalty.scope == 'all' else 'the weights (not biases)'}. "
+            f"{'all parameters' if penalty.scope == 'all' else 'the weights (not biases)'} "
+            "(the compression budget compares R alone: a narrower network pays less penalty). "
             "The critical-set theory assumes no penalty: with one, splitting a neuron changes "
             "the penalty, so embedded points are no longer critical, and the branch and saddle "
             "answers describe the unpenalised geometry")
@@ -407,6 +408,8 @@ def _diagnose(
     escape_steps: int, tolerances: Tolerances | None, stage: _Stages,
 ) -> Report:
     net, notes = loaded.net, list(loaded.notes)
+    if data.penalty is not None:  # the report's penalty line replaces the loader's caveat
+        notes = [note for note in notes if note.code is not NoteCode.PENALTY]
     stage("certify")
     given = Analysis(net, data, tolerances)
     tol = given.tolerances
@@ -420,13 +423,13 @@ def _diagnose(
     stage("branch point")
     chosen = profile.chosen
     branch = None if chosen.width >= net.width else nearest_branch_point(
-        net, data, chosen.net, chosen.groups, chosen.dropped, tolerances=tol)
+        net, data, None, chosen.groups, chosen.dropped, tolerances=tol)
     stage("refine")
     refined, point, an = None, start, given
     if refine and not start.converged and not start.at_infinity:
         iterations = REFINE_ITERATIONS if given.dense else REFINE_ITERATIONS // 3
         refined = find_critical_point(net, data, tolerances=tol, max_iter=iterations,
-                                      max_move=3 * tol.near)
+                                      max_move=3 * tol.near, patience=REFINE_PATIENCE)
         if refined.converged:
             point, an = refined, Analysis(refined.net, data, tol)
             an.memo("certificate", lambda: refined)

@@ -21,7 +21,7 @@ import abc
 import math
 import numbers
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -66,6 +66,18 @@ class Loss(abc.ABC):
     def hess_apply(self, g: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Per-sample product ∇²_g ℓ · v_i for v of shape (..., n, K)."""
         return torch.einsum("nij,...nj->...ni", self.hess(g, t), v)
+
+    def hess_factor(self, g: torch.Tensor, t: torch.Tensor) -> Any:
+        """What :meth:`hess_columns` needs at fixed outputs g (formed once per point)."""
+        return (g, t)
+
+    def hess_columns(self, factor: Any, v: torch.Tensor) -> torch.Tensor:
+        """∇²_g ℓ · v_i for v of shape (K, r, n): outputs first, samples last.
+
+        The layout of the Hessian-vector kernels; ``factor`` comes from :meth:`hess_factor`.
+        """
+        g, t = factor
+        return self.hess_apply(g, t, v.permute(1, 2, 0)).permute(2, 0, 1)
 
     @abc.abstractmethod
     def targets(self, y: torch.Tensor, num_outputs: int | None = None) -> torch.Tensor:
@@ -143,6 +155,13 @@ class CrossEntropy(Loss):
         p = torch.softmax(g, dim=-1)
         return p * v - p * (p * v).sum(-1, keepdim=True)
 
+    def hess_factor(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.softmax(g, dim=-1).T.contiguous()[:, None, :]  # p, shape (K, 1, n)
+
+    def hess_columns(self, factor: Any, v: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        pv = factor * v
+        return pv.sub_(factor * pv.sum(0, keepdim=True))
+
     def targets(  # noqa: D102
         self, y: torch.Tensor, num_outputs: int | None = None
     ) -> torch.Tensor:
@@ -192,6 +211,13 @@ class BinaryCrossEntropy(Loss):
     ) -> torch.Tensor:
         s = torch.sigmoid(g)
         return s * (1 - s) * v
+
+    def hess_factor(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        s = torch.sigmoid(g)
+        return (s * (1 - s)).T.contiguous()[:, None, :]  # shape (1, 1, n)
+
+    def hess_columns(self, factor: Any, v: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return factor * v
 
     def targets(  # noqa: D102
         self, y: torch.Tensor, num_outputs: int | None = None

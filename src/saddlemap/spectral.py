@@ -169,34 +169,55 @@ def dense_spectrum(
     )
 
 
+#: Default Lanczos tolerance: residuals ‖Hv − λv‖ ≤ tol · max|λ|.
+LANCZOS_TOL = 1e-12
+#: ARPACK restarts per end, at most (each costs about ncv − k products): the library default,
+#: 10·P restarts, lets a clustered end run for minutes; unconverged pairs are flagged instead.
+MAX_RESTARTS = 200
+
+
 def _eigsh_end(
-    op: LinearOperator, k: int, which: str, tol: float, v0: np.ndarray, maxiter: int | None
+    op: LinearOperator, k: int, which: str, tol: float, v0: np.ndarray, maxiter: int | None,
+    shift: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     P = op.shape[0]
     ncv = min(P, max(2 * k + 1, 30))
+    if shift:
+        # ARPACK stops at ‖r‖ ≤ tol·|θ| for each Ritz value θ: near-zero eigenvalues of H
+        # would need ‖r‖ ≈ 0.  On H + sI (same Krylov space, same vectors) the test becomes
+        # ‖r‖ ≤ tol·(θ + s), an absolute tolerance on the scale s of the spectrum.
+        shifted = LinearOperator(op.shape, dtype=op.dtype,
+                                 matvec=lambda v: op @ v + shift * v,
+                                 matmat=lambda V: op @ V + shift * V)
     try:
-        return eigsh(op, k=k, which=which, tol=tol, v0=v0, ncv=ncv, maxiter=maxiter)
+        lam, vec = eigsh(shifted if shift else op, k=k, which=which, tol=tol, v0=v0, ncv=ncv,
+                         maxiter=MAX_RESTARTS if maxiter is None else maxiter)
     except ArpackNoConvergence as exc:
         warnings.warn(
             f"Lanczos ({which}) converged {len(exc.eigenvalues)} of {k} eigenpairs",
             RuntimeWarning, stacklevel=3,
         )
-        return exc.eigenvalues, exc.eigenvectors
+        lam, vec = exc.eigenvalues, exc.eigenvectors
+    return lam - shift, vec
 
 
 def lanczos_spectrum(
     op: HessianOperator | LinearOperator,
     k: int = 6,
     which: Which = "both",
-    tol: float = 1e-12,
+    tol: float = LANCZOS_TOL,
     zero_rtol: float | None = None,
     maxiter: int | None = None,
     seed: int = 0,
 ) -> Spectrum:
     """The k smallest and/or largest eigenpairs by implicitly restarted Lanczos (``eigsh``).
 
-    Each end is computed in its own run ("SA", "LA"), which converges far better on the
-    indefinite, nearly singular Hessians of embedded critical points than one "BE" run.
+    Each end is computed in its own run ("LA", then "SA"), which converges far better on the
+    indefinite, nearly singular Hessians of embedded critical points than one "BE" run.  The
+    smallest end runs on H + λ_max·I, so its stopping test ‖r‖ ≤ tol·λ_max is relative to
+    the spectrum's scale rather than to each (possibly near-zero) eigenvalue.  ``maxiter``
+    caps the restarts per end (:data:`MAX_RESTARTS` by default); pairs that do not meet the
+    tolerance are flagged in ``converged``.
     """
     P = op.shape[0]
     if k < 1 or k * (2 if which == "both" else 1) >= P:
@@ -206,10 +227,16 @@ def lanczos_spectrum(
         )
     v0 = np.random.default_rng(seed).standard_normal(P)
     start = getattr(op, "num_matvecs", 0)
-    ends = {"smallest": ["SA"], "largest": ["LA"], "both": ["SA", "LA"]}[which]
-    lams, vecs = [], []
-    for end in ends:
-        lam, vec = _eigsh_end(op, k, end, tol, v0, maxiter)
+    lams, vecs, shift = [], [], 0.0
+    if which in ("both", "largest"):
+        lam, vec = _eigsh_end(op, k, "LA", tol, v0, maxiter)
+        lams.append(lam)
+        vecs.append(vec)
+    if which in ("both", "smallest"):
+        # the scale of the spectrum: λ_max from the run above, or a rough one-pair estimate
+        top = lams[0] if lams else _eigsh_end(op, 1, "LA", 1e-3, v0, maxiter)[0]
+        shift = float(np.abs(top).max()) if np.size(top) else 0.0
+        lam, vec = _eigsh_end(op, k, "SA", tol, v0, maxiter, shift=shift)
         lams.append(lam)
         vecs.append(vec)
     lam = np.concatenate(lams)
@@ -217,10 +244,10 @@ def lanczos_spectrum(
     order = np.argsort(lam)
     lam, vec = lam[order], vec[:, order]
     res = np.linalg.norm(op @ vec - vec * lam, axis=0)
-    scale = float(np.abs(lam).max()) if lam.size else 0.0
+    scale = max(float(np.abs(lam).max()) if lam.size else 0.0, shift)
     dtype = np.dtype(op.dtype)
     rtol = default_zero_rtol(dtype) if zero_rtol is None else zero_rtol
-    # ARPACK stops at ‖r‖ ≤ tol·|λ|; recomputing r adds rounding of a few ε·scale.
+    # ARPACK stops at ‖r‖ ≤ tol·max(|λ|, scale); recomputing r adds rounding of a few ε·scale.
     res_tol = 10 * max(tol, 100 * np.finfo(dtype).eps) * max(scale, 1e-300)
     converged = res <= res_tol
     matvecs = getattr(op, "num_matvecs", start) - start

@@ -132,6 +132,7 @@ class NoteCode(enum.Enum):
     ACTIVATION_DIFFERS = "activation differs"
     SOFTPLUS_THRESHOLD = "softplus threshold"
     REFINEMENT_STOPPED = "refinement stopped"
+    PENALTY = "penalty"
     OTHER = "other"
 
 

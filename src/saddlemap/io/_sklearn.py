@@ -105,7 +105,7 @@ def from_sklearn(estimator: Any) -> LoadedModel:
     objective = "½·mean squared error" if loss == "mse" else "mean log-loss"
     notes = [
         Note(
-            NoteCode.OTHER,
+            NoteCode.PENALTY,
             f"scikit-learn minimises {objective} + alpha·‖W‖²/(2n) with alpha={estimator.alpha}; "
             "the L2 penalty is not part of R unless the data carry "
             "sklearn_penalty(estimator, n) = Penalty(alpha/n, 'weights')",
