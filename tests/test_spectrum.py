@@ -86,6 +86,31 @@ def test_lanczos_resolves_a_cluster_of_near_zero_eigenvalues() -> None:
     np.testing.assert_allclose(alone.eigenvalues, spec.eigenvalues[:6], atol=2e-9)
 
 
+@pytest.mark.parametrize("size", [13, 101])
+def test_budgeted_lanczos_gives_both_ends_within_its_budget(size: int) -> None:
+    rng = np.random.default_rng(size)
+    lam = np.concatenate([[-0.3, -0.01], rng.uniform(0.05, 1.0, size - 3), [2.0]])
+    Q, _ = np.linalg.qr(rng.standard_normal((size, size)))
+    A = (Q * lam) @ Q.T
+    full = lanczos_spectrum(_Matrix(A), k=2, tol=1e-10, max_matvecs=size)
+    np.testing.assert_allclose(full.eigenvalues, np.sort(lam)[[0, 1, -2, -1]], atol=1e-9)
+    assert full.converged.all() and full.num_matvecs <= size
+    # each pair: a unit Ritz vector whose Rayleigh quotient is its value, residual as stated
+    V = full.eigenvectors
+    np.testing.assert_allclose(np.linalg.norm(V, axis=0), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("pi,pq,qi->i", V, A, V), full.eigenvalues, atol=1e-12)
+    res = np.linalg.norm(A @ V - V * full.eigenvalues, axis=0)
+    np.testing.assert_allclose(full.residuals, res, atol=1e-8)
+    # a few products: not converged, yet λ_min ≤ θ_min < 0 proves negative curvature
+    short, budget = _Matrix(A), 6
+    with pytest.warns(RuntimeWarning, match=f"converged within {budget} products"):
+        few = lanczos_spectrum(short, k=1, tol=1e-10, max_matvecs=budget)
+    assert short.num_matvecs == few.num_matvecs == budget
+    assert lam.min() <= few.min < 0 and not few.converged.all()
+    with pytest.raises(sm.OptionError, match="max_matvecs"):
+        lanczos_spectrum(short, k=1, max_matvecs=1)
+
+
 def test_dense_spectrum_evidence() -> None:
     net, data = _wide_problem("sigmoid", 2, "both_biases", 4)
     spec = sm.spectrum(net, data)

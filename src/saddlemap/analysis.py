@@ -49,8 +49,17 @@ T = TypeVar("T")
 _RELATIVE_GRAD_LOSSES = ("cross_entropy", "binary_cross_entropy")
 _TINY = float(torch.finfo(torch.float64).tiny)
 #: Above this many multiply-adds (``derivatives.dense_hessian_work``) H is not formed: about
-#: 0.2–0.5 s of one core; Lanczos on Hessian-vector products is cheaper beyond it.
-DENSE_WORK = 4e9
+#: 0.5–1 s of one core; Lanczos on Hessian-vector products is cheaper beyond it.
+DENSE_WORK = 1e10
+#: A Lanczos spectrum's allowance, in units of one product's work n·m·(D + K): about 200
+#: products (a minute of one core) at d = 784, m = 256, n = 10⁴; small problems never reach it.
+SPECTRUM_WORK = 4e11
+#: Products above which the allowance is no limit (ARPACK runs to convergence) ...
+UNLIMITED_MATVECS = 3000
+#: ... and below which it is not cut further.
+MIN_MATVECS = 60
+#: Eigenpairs at each end of a Lanczos spectrum.
+LANCZOS_PAIRS = 6
 #: Scale of the output-layer ray test: R(RAY_SCALE · (a, c)) against R(a, c).
 RAY_SCALE = 2.0
 
@@ -81,6 +90,8 @@ class Analysis:
         dense_limit: up to this many parameters the Hessian is formed densely (when forming
             it costs at most :data:`DENSE_WORK` multiply-adds); above it only the
             matrix-free operator and Lanczos extremes are used.
+        max_matvecs: the products a Lanczos spectrum may use (default: unlimited unless
+            each product is expensive, see :attr:`matvec_budget`).
     """
 
     def __init__(
@@ -90,6 +101,7 @@ class Analysis:
         tolerances: Tolerances | None = None,
         *,
         dense_limit: int = DENSE_LIMIT,
+        max_matvecs: int | None = None,
     ) -> None:
         if not isinstance(net, TwoLayerNet):
             raise OptionError(f"Analysis needs a TwoLayerNet, got {type(net).__name__}")
@@ -97,6 +109,9 @@ class Analysis:
         self.data = checked_data(net, data)
         self.tolerances = (tolerances or Tolerances()).resolved(net.dtype)
         self.dense_limit = int(dense_limit)
+        if max_matvecs is not None and not (isinstance(max_matvecs, int) and max_matvecs >= 2):
+            raise OptionError(f"max_matvecs must be an integer ≥ 2 or None, got {max_matvecs!r}")
+        self._max_matvecs = max_matvecs
         self._memo: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -110,6 +125,19 @@ class Analysis:
         """Whether the Hessian is small and cheap enough to form densely."""
         work, _ = dense_hessian_work(self.net, self.data.n)
         return self.net.num_params <= self.dense_limit and work <= DENSE_WORK
+
+    @property
+    def matvec_budget(self) -> int | None:
+        """Hessian-vector products a spectrum may use; None unless each one is expensive.
+
+        Above it (MNIST-sized inputs) the spectrum is a budgeted Lanczos run whose
+        unconverged pairs are flagged, and diagnose skips the refinements.
+        """
+        if self._max_matvecs is not None:
+            return self._max_matvecs
+        work = float(self.data.n) * self.net.width * self.net.layout.neuron_size
+        budget = int(SPECTRUM_WORK / max(work, 1.0))
+        return None if budget >= UNLIMITED_MATVECS else max(budget, MIN_MATVECS)
 
     # ------------------------------------------------------------- first order
     @cached_property
@@ -225,10 +253,10 @@ class Analysis:
         the clusters of near-zero eigenvalues that real models have.
         """
         zero = self.tolerances.zero_eig_value
-        if self.dense:
+        if self.dense or self.net.num_params <= 2 * LANCZOS_PAIRS:  # Lanczos needs 2k < P
             return dense_spectrum(self.hessian, zero_rtol=zero)
-        return spectrum(self.net, self.data, k=6, method="lanczos", zero_rtol=zero,
-                        tol=max(zero / 10, LANCZOS_TOL))
+        return spectrum(self.net, self.data, k=LANCZOS_PAIRS, method="lanczos", zero_rtol=zero,
+                        tol=max(zero / 10, LANCZOS_TOL), max_matvecs=self.matvec_budget)
 
     # ------------------------------------------------------------- the output
     @cached_property

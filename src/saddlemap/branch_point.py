@@ -89,6 +89,10 @@ class BranchPoint:
         return f"not near a branch of width {self.width}: the nearest found is {where}"
 
 
+#: Products for the spectrum of a branch point known not to be critical (large problems).
+QUICK_MATVECS = 20
+
+
 def _signs(model: TwoLayerNet, star_w: torch.Tensor, members: Sequence[int]) -> list[float]:
     if model.activation.symmetry is not Symmetry.ODD:
         return [1.0] * len(members)
@@ -152,14 +156,16 @@ def nearest_branch_point(
         groups: for each neuron of ``narrow``, the model's neurons it stands for.
         dropped: the model's neurons ``narrow`` left out.
         tolerances: the analysis tolerances (``near`` decides "near").
-        max_iter: refinement iterations at width r (a third of it when matrix-free).
+        max_iter: refinement iterations at width r (a third of it when matrix-free, none
+            when each Hessian-vector product is expensive: ``Analysis.matvec_budget``).
     """
     tol = (tolerances or Tolerances()).resolved(model.dtype)
     if narrow is None:
         narrow = merged_network(model, groups)
-    dense = Analysis(narrow, data, tol).dense
-    star = find_critical_point(narrow, data, tolerances=tol,
-                               max_iter=max_iter if dense else max(1, max_iter // 3),
+    start = Analysis(narrow, data, tol)
+    # matrix-free: a third of the iterations; expensive products: the certificate alone
+    iterations = max_iter if start.dense else 0 if start.matvec_budget else max(1, max_iter // 3)
+    star = find_critical_point(narrow, data, tolerances=tol, max_iter=iterations,
                                max_move=3 * tol.near, patience=REFINE_PATIENCE)
     a, W = model.a.clone(), model.W_aug.clone()
     for j, members in enumerate(groups):
@@ -183,10 +189,13 @@ def nearest_branch_point(
     theta, moved = model.flatten(), branch.flatten()
     distance = float(torch.linalg.vector_norm(moved - theta)) / max(
         float(torch.linalg.vector_norm(theta)), 1e-300)
-    an = Analysis(branch, data, tol)
+    # θ* not critical: neither is its embedding, and the spectrum is only evidence
+    given = Analysis(model, data, tol)
+    quick = QUICK_MATVECS if given.matvec_budget and not star.converged else None
+    an = Analysis(branch, data, tol, max_matvecs=quick)
     with torch.no_grad():
         change = float((branch(data.X) - model(data.X)).abs().max()) if data.n else 0.0
-    loss_gap = an.loss - Analysis(model, data, tol).loss
+    loss_gap = an.loss - given.loss
     near = star.converged and distance <= tol.near
     return BranchPoint(len(groups), star, branch, tuple(tuple(g) for g in groups),
                        tuple(dropped), on_zero_set, distance, change, loss_gap, classify(an),

@@ -426,7 +426,11 @@ def _diagnose(
         net, data, None, chosen.groups, chosen.dropped, tolerances=tol)
     stage("refine")
     refined, point, an = None, start, given
-    if refine and not start.converged and not start.at_infinity:
+    if refine and given.matvec_budget is not None and not start.converged:
+        notes.append(Note(NoteCode.REFINEMENT_STOPPED, "refinement skipped: at P = "
+                          f"{net.num_params} each Hessian-vector product is expensive; run "
+                          "saddlemap.find_critical_point on the model to refine it"))
+    elif refine and not start.converged and not start.at_infinity:
         iterations = REFINE_ITERATIONS if given.dense else REFINE_ITERATIONS // 3
         refined = find_critical_point(net, data, tolerances=tol, max_iter=iterations,
                                       max_move=3 * tol.near, patience=REFINE_PATIENCE)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+from ._lanczos import budgeted_lanczos
 from .data import Dataset
 from .derivatives import HessianOperator, hessian, hessian_operator
 from .errors import OptionError
@@ -209,6 +210,7 @@ def lanczos_spectrum(
     zero_rtol: float | None = None,
     maxiter: int | None = None,
     seed: int = 0,
+    max_matvecs: int | None = None,
 ) -> Spectrum:
     """The k smallest and/or largest eigenpairs by implicitly restarted Lanczos (``eigsh``).
 
@@ -218,6 +220,10 @@ def lanczos_spectrum(
     the spectrum's scale rather than to each (possibly near-zero) eigenvalue.  ``maxiter``
     caps the restarts per end (:data:`MAX_RESTARTS` by default); pairs that do not meet the
     tolerance are flagged in ``converged``.
+
+    With ``max_matvecs`` (for operators whose products are expensive) one plain Lanczos run
+    with full reorthogonalisation gives both ends within that many products, and every
+    Ritz pair it found, converged or not (:mod:`saddlemap._lanczos`).
     """
     P = op.shape[0]
     if k < 1 or k * (2 if which == "both" else 1) >= P:
@@ -225,7 +231,11 @@ def lanczos_spectrum(
             f"Lanczos needs 1 ≤ k and k per end below P = {P}, got k={k}; "
             "use the dense spectrum"
         )
+    if max_matvecs is not None and not (isinstance(max_matvecs, int) and max_matvecs >= 2):
+        raise OptionError(f"max_matvecs must be an integer ≥ 2 or None, got {max_matvecs!r}")
     v0 = np.random.default_rng(seed).standard_normal(P)
+    if max_matvecs is not None:
+        return _budgeted(op, k, which, tol, zero_rtol, v0, max_matvecs)
     start = getattr(op, "num_matvecs", 0)
     lams, vecs, shift = [], [], 0.0
     if which in ("both", "largest"):
@@ -254,6 +264,23 @@ def lanczos_spectrum(
     return Spectrum(lam, vec, res, converged, "lanczos", P, scale, rtol, None, matvecs)
 
 
+def _budgeted(
+    op: LinearOperator, k: int, which: Which, tol: float, zero_rtol: float | None,
+    v0: np.ndarray, max_matvecs: int,
+) -> Spectrum:
+    lam, vec, res, used = budgeted_lanczos(op, k, max_matvecs, tol, v0)
+    scale = float(np.abs(lam).max()) if lam.size else 0.0
+    keep = {"both": slice(None), "smallest": slice(0, min(k, lam.size)),
+            "largest": slice(max(lam.size - k, 0), None)}[which]
+    lam, vec, res = lam[keep], vec[:, keep], res[keep]
+    converged = res <= 10 * max(tol, 100 * np.finfo(np.float64).eps) * max(scale, 1e-300)
+    if not converged.all():
+        warnings.warn(f"Lanczos: {int(converged.sum())} of {lam.size} Ritz pairs converged "
+                      f"within {max_matvecs} products", RuntimeWarning, stacklevel=3)
+    rtol = default_zero_rtol(np.dtype(op.dtype)) if zero_rtol is None else zero_rtol
+    return Spectrum(lam, vec, res, converged, "lanczos", op.shape[0], scale, rtol, None, used)
+
+
 def spectrum(
     net: TwoLayerNet,
     data: Dataset,
@@ -261,15 +288,17 @@ def spectrum(
     which: Which = "both",
     method: Literal["auto", "dense", "lanczos"] = "auto",
     zero_rtol: float | None = None,
-    tol: float = 1e-12,
+    tol: float = LANCZOS_TOL,
     batch_size: int | None = None,
     seed: int = 0,
+    max_matvecs: int | None = None,
 ) -> Spectrum:
     """The Hessian spectrum of R at ``net``.
 
     ``method="auto"`` is dense (all eigenvalues and the inertia) up to 3000 parameters and
     Lanczos on the matrix-free :class:`~saddlemap.HessianOperator` above (``k`` extreme
-    pairs at each requested end, 6 by default).
+    pairs at each requested end, 6 by default; at most ``max_matvecs`` products if given,
+    see :func:`lanczos_spectrum`).
     """
     P = net.num_params
     if method == "auto":
@@ -278,5 +307,6 @@ def spectrum(
         return dense_spectrum(hessian(net, data, batch_size), k, which, zero_rtol)
     if method == "lanczos":
         op = hessian_operator(net, data, batch_size)
-        return lanczos_spectrum(op, k or 6, which, tol, zero_rtol, seed=seed)
+        return lanczos_spectrum(op, k or 6, which, tol, zero_rtol, seed=seed,
+                                max_matvecs=max_matvecs)
     raise OptionError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
