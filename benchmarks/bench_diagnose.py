@@ -97,10 +97,11 @@ def stages(model: Any, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     chosen = profile.chosen
     if chosen.width < net.width:
         _, row["branch_point_s"] = clock(lambda: sm.nearest_branch_point(
-            net, data, chosen.net, chosen.groups, chosen.dropped))
-    if not cert.converged and not cert.at_infinity:
+            net, data, None, chosen.groups, chosen.dropped))
+    if not cert.converged and not cert.at_infinity and an.matvec_budget is None:
+        # as diagnose: bounded, and skipped where each product is expensive
         _, row["refine_s"] = clock(lambda: sm.find_critical_point(
-            net, data, max_iter=30, max_move=0.3))
+            net, data, max_iter=30 if an.dense else 10, max_move=0.3, patience=5))
     report, row["diagnose_s"] = clock(lambda: sm.diagnose(model, X, y, escape_steps=0))
     row.update(
         method=cert.spectrum.method, verdict=report.verdict.value,
