@@ -303,6 +303,8 @@ def leaky_relu(negative_slope: float = 0.01) -> Activation:
     (('negative_slope', 0.2),)
     """
     alpha = float(negative_slope)
+    if not math.isfinite(alpha):
+        raise ActivationError(f"leaky_relu needs a finite negative_slope, got {negative_slope!r}")
 
     def fn(z: torch.Tensor) -> torch.Tensor:
         return torch.where(z > 0, z, alpha * z)
