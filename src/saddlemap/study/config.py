@@ -24,6 +24,14 @@ Every grid key and scalar is optional (defaults below); a scalar in place of a g
 stands for a one-element list.  :meth:`StudyConfig.runs` expands the grid into
 :class:`RunSpec` objects, each with a stable :attr:`RunSpec.run_id`.
 
+Every number is checked before any work: integers must be integers, reals finite, and each
+lies in a range (:data:`LIMITS`; e.g. ``steps`` ≤ 10⁶, ``width`` ≤ 10⁴, ``lr`` ≤ 10⁶); a run
+may hold at most :data:`MAX_RUN_VALUES` data and hidden values (n · (d + width)).  The grid
+is counted, as the product of its axis lengths, before it is expanded: a study of more than
+``max_runs`` runs (default :data:`MAX_RUNS`) is refused.  Raise the limit with a top-level
+``max_runs = N`` in the file or the ``max_runs`` argument of :func:`load_config`,
+:meth:`StudyConfig.from_dict` or :func:`~saddlemap.study.runner.run_study`.
+
 >>> cfg = StudyConfig.from_dict({"grid": {"width": [2, 3], "teacher_width": [1], "seeds": 2}})
 >>> len(cfg.runs())
 4
@@ -46,7 +54,15 @@ from typing import Any
 from ..activations import available_activations
 from ..errors import SaddlemapError
 
-__all__ = ["ConfigError", "RunSpec", "StudyConfig", "load_config"]
+__all__ = [
+    "LIMITS",
+    "MAX_RUNS",
+    "MAX_RUN_VALUES",
+    "ConfigError",
+    "RunSpec",
+    "StudyConfig",
+    "load_config",
+]
 
 OPTIMIZERS = ("gd", "adam", "lbfgs")
 
@@ -125,6 +141,33 @@ class RunSpec:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
+# ---------------------------------------------------------------------------- limits
+
+#: Most runs a study may hold unless ``max_runs`` (config key or argument) allows more.
+MAX_RUNS = 100_000
+#: Most data and hidden values one run may hold: n · (d + width).
+MAX_RUN_VALUES = 100_000_000
+#: Largest config file read (bytes).
+MAX_CONFIG_BYTES = 10 * 2**20
+
+#: The range of every number of a config, by key: (least, largest); a least of 0.0 for a
+#: real that must be positive means "> 0".
+LIMITS: dict[str, tuple[float, float]] = {
+    "teacher_width": (1, 10_000),
+    "width": (1, 10_000),
+    "d": (1, 100_000),
+    "n": (1, 10_000_000),
+    "noise": (0.0, 1e6),
+    "lr": (0.0, 1e6),
+    "init_scale": (0.0, 1e6),
+    "seeds": (0, 2**63 - 1),
+    "steps": (1, 1_000_000),
+    "window": (1, 1_000_000),
+    "min_length": (1, 1_000_000),
+    "rtol": (0.0, 1.0),
+}
+
+
 # ---------------------------------------------------------------------------- validation
 
 
@@ -136,35 +179,66 @@ def _is_real(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
-def _int(minimum: int) -> Callable[[str, Any], int]:
+def _show(v: Any) -> str:
+    """A short, one-line rendering of a config value for an error message."""
+    if _is_int(v) and abs(v) >= 10**30:
+        return f"an integer of about {int(v.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(v)
+    except ValueError:  # an integer too long to print, deep inside a list
+        return f"a {type(v).__name__}"
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _name(key: Any) -> str:
+    """A key as text for an error message: one line, at most 40 characters."""
+    text = " ".join(str(key).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(least: int, largest: float = math.inf) -> Callable[[str, Any], int]:
     def check(key: str, v: Any) -> int:
         if not _is_int(v):
-            raise ConfigError(f"{key}: expected an integer, got {v!r}")
-        if v < minimum:
-            raise ConfigError(f"{key}: must be ≥ {minimum}, got {v}")
+            raise ConfigError(f"{key}: expected an integer, got {_show(v)}")
+        if v < least:
+            raise ConfigError(f"{key}: must be ≥ {least}, got {_show(v)}")
+        if v > largest:
+            raise ConfigError(f"{key}: must be ≤ {largest:.12g}, got {_show(v)}")
         return int(v)
 
     return check
 
 
-def _real(*, positive: bool) -> Callable[[str, Any], float]:
+def _real(*, positive: bool, largest: float) -> Callable[[str, Any], float]:
     def check(key: str, v: Any) -> float:
         if not _is_real(v):
-            raise ConfigError(f"{key}: expected a finite number, got {v!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {_show(v)}")
         if v < 0 or (positive and v == 0):
-            raise ConfigError(f"{key}: must be {'> 0' if positive else '≥ 0'}, got {v}")
+            raise ConfigError(f"{key}: must be {'> 0' if positive else '≥ 0'}, got {_show(v)}")
+        if v > largest:
+            raise ConfigError(f"{key}: must be ≤ {largest:g}, got {_show(v)}")
         return float(v)
 
     return check
+
+
+def _limited_int(key: str) -> Callable[[str, Any], int]:
+    least, largest = LIMITS[key]
+    return _int(int(least), largest)
+
+
+def _limited_real(key: str, *, positive: bool) -> Callable[[str, Any], float]:
+    return _real(positive=positive, largest=LIMITS[key][1])
 
 
 def _choice(choices: Callable[[], list[str]] | tuple[str, ...]) -> Callable[[str, Any], str]:
     def check(key: str, v: Any) -> str:
         options = choices() if callable(choices) else list(choices)
         if not isinstance(v, str):
-            raise ConfigError(f"{key}: expected a string, got {v!r}")
+            raise ConfigError(f"{key}: expected a string, got {_show(v)}")
         if v.lower() not in options:
-            raise ConfigError(f"{key}: unknown value {v!r}; choose from {', '.join(options)}")
+            raise ConfigError(f"{key}: unknown value {_show(v)}; choose from {', '.join(options)}")
         return v.lower()
 
     return check
@@ -173,33 +247,36 @@ def _choice(choices: Callable[[], list[str]] | tuple[str, ...]) -> Callable[[str
 def _lr(key: str, v: Any) -> float | None:
     if v is None or (isinstance(v, str) and v.lower() == "auto"):
         return None
-    return _real(positive=True)(key, v)
+    return _limited_real("lr", positive=True)(key, v)
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}: expected true or false, got {_show(v)}")
+    return v
 
 
 _GRID: dict[str, tuple[Callable[[str, Any], Any], tuple[Any, ...]]] = {
     "activation": (_choice(available_activations), ("erf",)),
-    "teacher_width": (_int(1), (2,)),
-    "width": (_int(1), (4,)),
-    "d": (_int(1), (10,)),
-    "n": (_int(1), (500,)),
-    "noise": (_real(positive=False), (0.0,)),
+    "teacher_width": (_limited_int("teacher_width"), (2,)),
+    "width": (_limited_int("width"), (4,)),
+    "d": (_limited_int("d"), (10,)),
+    "n": (_limited_int("n"), (500,)),
+    "noise": (_limited_real("noise", positive=False), (0.0,)),
     "optimizer": (_choice(OPTIMIZERS), ("gd",)),
     "lr": (_lr, (None,)),
-    "init_scale": (_real(positive=True), (0.5,)),
+    "init_scale": (_limited_real("init_scale", positive=True), (0.5,)),
 }
-def _bool(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key}: expected true or false, got {v!r}")
-    return v
-
 
 _SCALARS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
-    "steps": (_int(1), 1000),
-    "window": (_int(1), 100),
-    "rtol": (_real(positive=True), 1e-3),
-    "min_length": (_int(1), 50),
+    "steps": (_limited_int("steps"), 1000),
+    "window": (_limited_int("window"), 100),
+    "rtol": (_limited_real("rtol", positive=True), 1e-3),
+    "min_length": (_limited_int("min_length"), 50),
     "committee": (_bool, False),
 }
+
+_check_max_runs = _int(1)
 
 
 def _grid_list(key: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[Any, ...]:
@@ -208,7 +285,7 @@ def _grid_list(key: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[
         raise ConfigError(f"grid.{key}: empty list")
     out = tuple(check(f"grid.{key}", v) for v in values)
     if len(set(out)) != len(out):
-        raise ConfigError(f"grid.{key}: duplicate values in {list(values)!r}")
+        raise ConfigError(f"grid.{key}: duplicate values in {_show(list(values))}")
     return out
 
 
@@ -218,8 +295,73 @@ def _seeds(value: Any) -> tuple[int, ...]:
             raise ConfigError(f"grid.seeds: a seed count must be ≥ 1, got {value}")
         return tuple(range(value))
     if not isinstance(value, list | tuple):
-        raise ConfigError(f"grid.seeds: expected a count or a list of integers, got {value!r}")
-    return _grid_list("seeds", value, _int(0))
+        raise ConfigError(
+            f"grid.seeds: expected a count or a list of integers, got {_show(value)}"
+        )
+    return _grid_list("seeds", value, _limited_int("seeds"))
+
+
+def _axis_length(key: str, value: Any) -> int:
+    """The number of values of one grid axis, read from the raw value (nothing expanded)."""
+    if key == "seeds" and _is_int(value):
+        return max(value, 1)
+    return len(value) if isinstance(value, list | tuple) else 1
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        shown = _show(count) if count >= 10**30 else f"{count:,}"
+        raise ConfigError(
+            f"grid: {shown} runs (the product of the grid's list lengths) exceed the "
+            f"limit of {limit:,} runs; to allow more, set max_runs = N at the top of the "
+            "config or pass max_runs=N"
+        )
+
+
+def _max_runs(raw: Mapping[str, Any], override: int | None) -> int:
+    """The run limit: the argument, else the config's ``max_runs``, else :data:`MAX_RUNS`."""
+    if override is not None:
+        return _check_max_runs("max_runs", override)
+    if "max_runs" in raw:
+        return _check_max_runs("max_runs", raw["max_runs"])
+    return MAX_RUNS
+
+
+def _check_run_size(kwargs: Mapping[str, Any]) -> None:
+    n, d, width = max(kwargs["n"]), max(kwargs["d"]), max(kwargs["width"])
+    if n * (d + width) > MAX_RUN_VALUES:
+        raise ConfigError(
+            f"grid.n: a run with n = {n}, d = {d}, width = {width} holds n·(d + width) = "
+            f"{n * (d + width):,} values, above the limit of {MAX_RUN_VALUES:,}"
+        )
+
+
+def _check_widths(kwargs: Mapping[str, Any]) -> None:
+    if min(kwargs["width"]) < max(kwargs["teacher_width"]):
+        raise ConfigError(
+            f"grid.width: every width must be ≥ every teacher_width, got width "
+            f"{min(kwargs['width'])} < teacher_width {max(kwargs['teacher_width'])}"
+        )
+
+
+def _check_keys(raw: Any) -> Mapping[str, Any]:
+    """The raw document's grid table, once the document's and the grid's keys are known."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a table/object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - {"grid", "max_runs", *_SCALARS}, key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {_name(unknown[0])!r}; expected grid, max_runs, {', '.join(_SCALARS)}"
+        )
+    grid = raw.get("grid", {})
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"grid: expected a table, got {_show(grid)}")
+    unknown = sorted(set(grid) - {*_GRID, "seeds"}, key=str)
+    if unknown:
+        raise ConfigError(
+            f"grid.{_name(unknown[0])}: unknown key; expected {', '.join(_GRID)}, seeds"
+        )
+    return grid
 
 
 @dataclass(frozen=True)
@@ -227,6 +369,8 @@ class StudyConfig:
     """A validated study: the grid values (tuples) and the shared scalars.
 
     Build one with :func:`load_config` or :meth:`from_dict`; :meth:`runs` expands it.
+    ``max_runs`` is the most runs :meth:`runs` expands (a safety limit, not part of the
+    study: it does not enter run ids or the stored config).
     """
 
     activation: tuple[str, ...] = ("erf",)
@@ -244,46 +388,64 @@ class StudyConfig:
     rtol: float = 1e-3
     min_length: int = 50
     committee: bool = False
+    max_runs: int = MAX_RUNS
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> StudyConfig:
+    def from_dict(cls, raw: Mapping[str, Any], *, max_runs: int | None = None) -> StudyConfig:
         """Validate a parsed TOML/JSON document and build the config.
 
+        The grid is counted (the product of its list lengths) before anything is expanded.
+
+        Args:
+            raw: the document: a ``grid`` table, the scalars, optionally ``max_runs``.
+            max_runs: the most runs allowed; overrides the document's ``max_runs`` (default
+                :data:`MAX_RUNS`, 100,000).
+
         Raises:
-            ConfigError: unknown keys, wrong types, empty lists, width < teacher_width,
-                unknown activation or optimizer; the message names the key.
+            ConfigError: unknown keys, wrong types, empty lists, a number out of its range
+                (:data:`LIMITS`), NaN or infinity, width < teacher_width, a run too large
+                (:data:`MAX_RUN_VALUES`), more runs than ``max_runs``, an unknown activation
+                or optimizer; the message names the key and the value.
         """
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"config: expected a table/object, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - {"grid", *_SCALARS})
-        if unknown:
-            raise ConfigError(f"unknown key {unknown[0]!r}; expected grid, {', '.join(_SCALARS)}")
-        grid = raw.get("grid", {})
-        if not isinstance(grid, Mapping):
-            raise ConfigError(f"grid: expected a table, got {grid!r}")
-        unknown = sorted(set(grid) - {*_GRID, "seeds"})
-        if unknown:
-            raise ConfigError(f"grid.{unknown[0]}: unknown key; expected {', '.join(_GRID)}, seeds")
+        grid = _check_keys(raw)
+        limit = _max_runs(raw, max_runs)
+        count = 1
+        for key in (*_GRID, "seeds"):
+            count *= _axis_length(key, grid[key]) if key in grid else 1
+        _check_count(count, limit)
         kwargs: dict[str, Any] = {}
         for key, (check, default) in _GRID.items():
             kwargs[key] = _grid_list(key, grid[key], check) if key in grid else default
         kwargs["seeds"] = _seeds(grid["seeds"]) if "seeds" in grid else (0,)
         for key, (scheck, sdefault) in _SCALARS.items():
             kwargs[key] = scheck(key, raw[key]) if key in raw else sdefault
-        if min(kwargs["width"]) < max(kwargs["teacher_width"]):
-            raise ConfigError(
-                f"grid.width: every width must be ≥ every teacher_width, got width "
-                f"{min(kwargs['width'])} < teacher_width {max(kwargs['teacher_width'])}"
-            )
-        return cls(**kwargs)
+        _check_widths(kwargs)
+        _check_run_size(kwargs)
+        return cls(**kwargs, max_runs=limit)
+
+    @property
+    def n_runs(self) -> int:
+        """The number of runs: the product of the grid's list lengths."""
+        return math.prod(len(getattr(self, key)) for key in (*_GRID, "seeds"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The config in the file layout (``grid`` table plus scalars), JSON-serialisable."""
+        """The config in the file layout (``grid`` table plus scalars), JSON-serialisable.
+
+        ``max_runs`` is included only where it differs from :data:`MAX_RUNS`.
+        """
         grid = {key: list(getattr(self, key)) for key in (*_GRID, "seeds")}
-        return {"grid": grid, **{key: getattr(self, key) for key in _SCALARS}}
+        out = {"grid": grid, **{key: getattr(self, key) for key in _SCALARS}}
+        if self.max_runs != MAX_RUNS:
+            out["max_runs"] = self.max_runs
+        return out
 
     def runs(self) -> list[RunSpec]:
-        """Expand the grid into run specs, in a fixed order (product of the grid lists)."""
+        """Expand the grid into run specs, in a fixed order (product of the grid lists).
+
+        Raises:
+            ConfigError: more runs than :attr:`max_runs` (counted before expanding).
+        """
+        _check_count(self.n_runs, self.max_runs)
         keys = (*_GRID, "seeds")
         specs = []
         for combo in itertools.product(*(getattr(self, key) for key in keys)):
@@ -305,35 +467,59 @@ def _parse_toml(text: str, path: Path) -> Any:
             ) from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
+        raise ConfigError(f"{path}: invalid TOML: {_first_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
 
 
-def load_config(path: str | Path) -> StudyConfig:
+def _parse_json(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise ConfigError(f"{path}: invalid JSON: {_first_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, read at most :data:`MAX_CONFIG_BYTES` bytes far."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {_first_line(exc)}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: a config file is at most {MAX_CONFIG_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+
+
+def load_config(path: str | Path, *, max_runs: int | None = None) -> StudyConfig:
     """Read a study configuration from a ``.toml`` or ``.json`` file.
 
     Args:
         path: the file; its suffix picks the format (anything but ``.json`` is read as TOML).
+        max_runs: the most runs allowed (overrides the file's ``max_runs``; default
+            :data:`MAX_RUNS`, 100,000).
 
     Returns:
         The validated :class:`StudyConfig`.
 
     Raises:
-        ConfigError: a missing or unreadable file, invalid TOML or JSON, or a malformed
-            configuration (see :meth:`StudyConfig.from_dict`).
+        ConfigError: a missing, unreadable or oversized file, invalid TOML or JSON, or a
+            malformed configuration (see :meth:`StudyConfig.from_dict`).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
-    if path.suffix.lower() == ".json":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: invalid JSON: {exc}") from None
-    else:
-        raw = _parse_toml(text, path)
-    return StudyConfig.from_dict(raw)
+    text = _read_text(path)
+    raw = _parse_json(text, path) if path.suffix.lower() == ".json" else _parse_toml(text, path)
+    return StudyConfig.from_dict(raw, max_runs=max_runs)
