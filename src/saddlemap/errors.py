@@ -14,6 +14,7 @@ __all__ = [
     "ModelError",
     "OptionError",
     "SaddlemapError",
+    "StoreError",
 ]
 
 
@@ -43,3 +44,7 @@ class OptionError(SaddlemapError, ValueError):
 
 class CriticalPointError(SaddlemapError, ValueError):
     """A network that must be a critical point (of the data) and is not."""
+
+
+class StoreError(SaddlemapError):
+    """A study database that cannot be used: not SQLite, damaged, or of another schema."""

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
 import json
 import math
+import os
+import random
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +19,17 @@ import pytest
 from saddlemap.errors import SaddlemapError
 from saddlemap.study import (
     ConfigError,
+    Outcome,
+    RunSpec,
+    StoreError,
     StudyConfig,
+    StudyStore,
+    export_csv,
     load_config,
+    run_study,
+    summarize,
 )
+from saddlemap.study.store import SCHEMA_VERSION
 
 TINY = {"steps": 200, "window": 40, "min_length": 20,
         "grid": {"activation": ["erf"], "teacher_width": [1], "width": [1, 2], "d": [3],
@@ -138,3 +152,217 @@ def test_max_runs_override_by_argument_and_config_key() -> None:
     with pytest.raises(ConfigError, match="2,500"):
         big.runs()
     assert math.prod([50, 50]) == big.n_runs
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _fake_outcome(spec: RunSpec, seed_loss: float, plateaus: int = 1) -> Outcome:
+    plats = [{"start": 10 * i, "end": 10 * i + 5, "duration": 5, "loss": seed_loss,
+              "width": 1, "verdict": "saddle of a narrower network", "kind": None}
+             for i in range(plateaus)]
+    rec = {"run_id": spec.run_id, "spec": spec.to_dict(), "final_loss": seed_loss,
+           "steps": 7, "plateaus": plats}
+    return Outcome(spec, rec, 0.01)
+
+
+def _study_db(path: Path, runs: int = 200) -> list[RunSpec]:
+    """A study database of ``runs`` fake runs (several pages), closed and checkpointed."""
+    specs = StudyConfig.from_dict({"grid": {"teacher_width": [1], "width": [1],
+                                            "seeds": runs}}).runs()
+    with StudyStore(path) as store:
+        store.record_study(StudyConfig.from_dict({"grid": {"seeds": runs}}))
+        for i, spec in enumerate(specs):
+            store.write_outcome(_fake_outcome(spec, 0.5 + i, plateaus=2))
+    return specs
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _write_config(tmp_path: Path, doc: dict[str, Any], name: str = "study.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+# ---------------------------------------------------------------------------- 4. databases
+
+
+def _text_file(path: Path) -> None:
+    path.write_text("run_id,status\nabc,ok\n")
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(random.Random(0).getrandbits(8) for _ in range(8192)))
+
+
+def _truncated(path: Path) -> None:
+    _study_db(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _header_only(path: Path) -> None:
+    _study_db(path)
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def _foreign(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE users (name TEXT, email TEXT)")
+        conn.execute("INSERT INTO users VALUES ('a', 'b')")
+        conn.commit()
+
+
+def _foreign_runs_table(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE runs (id INTEGER, result BLOB)")
+        conn.commit()
+
+
+def _page_corrupted(path: Path) -> None:
+    _study_db(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'plateaus'")
+        page = root.fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    data[(page - 1) * size: (page - 1) * size + 64] = b"\xff" * 64  # b-tree page header
+    path.write_bytes(bytes(data))
+
+
+def _newer_version(path: Path) -> None:
+    _study_db(path, runs=2)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        conn.commit()
+
+
+def _with_trigger(path: Path) -> None:
+    _study_db(path, runs=2)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TRIGGER t AFTER INSERT ON runs BEGIN DELETE FROM plateaus; END")
+        conn.commit()
+
+
+BAD_FILES = {
+    "text": (_text_file, "not an SQLite database"),
+    "garbage": (_garbage, "not an SQLite database"),
+    "truncated": (_truncated, "damaged"),
+    "header_only": (_header_only, "truncated"),
+    "foreign": (_foreign, "not a saddlemap study database"),
+    "foreign_runs": (_foreign_runs_table, "not a saddlemap study database"),
+    "page_corrupted": (_page_corrupted, "damaged"),
+    "newer_version": (_newer_version, "newer"),
+    "trigger": (_with_trigger, "trigger"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_bad_database_files_are_refused_and_left_untouched(tmp_path: Path, kind: str) -> None:
+    make, words = BAD_FILES[kind]
+    db = tmp_path / f"{kind}.db"
+    make(db)
+    before = _digest(db)
+    siblings = sorted(p.name for p in tmp_path.iterdir())
+    for open_it in (lambda: StudyStore(db), lambda: summarize(db),
+                    lambda: run_study(StudyConfig.from_dict(TINY), db, engine="serial")):
+        with pytest.raises(StoreError) as info:
+            open_it()
+        _one_line_naming(info.value, str(db), words)
+    assert _digest(db) == before  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings  # no -wal or -shm left
+
+
+def test_missing_or_odd_paths(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no such study database"):
+        summarize(tmp_path / "missing.db")
+    assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(StoreError, match="not a regular file"):
+        StudyStore(tmp_path)
+    with pytest.raises(StoreError, match="cannot open"):
+        StudyStore(tmp_path / "no" / "such" / "folder.db")
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(StoreError, match="empty"):
+        summarize(tmp_path / "empty.db")
+    with StudyStore(tmp_path / "empty.db") as store:  # an empty file becomes a study
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_damaged_spec_json_is_a_store_error(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    _study_db(db, runs=2)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE runs SET spec = '[1, 2' WHERE rowid = 1")
+        conn.commit()
+    with pytest.raises(StoreError, match="no valid spec"):
+        summarize(db)
+
+
+_V1_SCHEMA = """
+CREATE TABLE study (id INTEGER PRIMARY KEY AUTOINCREMENT, config TEXT NOT NULL,
+    saddlemap_version TEXT NOT NULL, torch_version TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL,
+    final_loss REAL, steps INTEGER, seconds REAL, error TEXT);
+CREATE TABLE plateaus (run_id TEXT NOT NULL REFERENCES runs(run_id), "index" INTEGER NOT NULL,
+    start INTEGER NOT NULL, "end" INTEGER NOT NULL, duration INTEGER NOT NULL,
+    loss REAL NOT NULL, width INTEGER NOT NULL, verdict TEXT NOT NULL, kind TEXT,
+    PRIMARY KEY (run_id, "index"));
+"""
+
+
+def test_version_1_database_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    spec = StudyConfig.from_dict({"grid": {"teacher_width": [1], "width": [1]}}).runs()[0]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(_V1_SCHEMA)
+        for i in range(3):  # version 1 added a study row on every call
+            conn.execute("INSERT INTO study (config, saddlemap_version, torch_version, created)"
+                         " VALUES ('{}', '0.1', '2', ?)", (f"t{i}",))
+        conn.execute("INSERT INTO runs VALUES (?, ?, 'ok', 0.5, 7, 0.1, NULL)",
+                     (spec.run_id, spec.canonical_json()))
+        conn.commit()
+    with StudyStore(db) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert [s["created"] for s in store.studies()] == ["t0"]
+        assert store.done_ids() == {spec.run_id}
+
+
+# ---------------------------------------------------------------------------- 7. study rows
+
+
+def test_one_study_row_however_often_the_study_runs(tmp_path: Path) -> None:
+    cfg = StudyConfig.from_dict({**TINY, "steps": 30, "grid": {**TINY["grid"], "seeds": 1}})
+    db = tmp_path / "s.db"
+    for _ in range(3):
+        run_study(cfg, db, engine="serial")
+    run_study(cfg, db, engine="serial", max_runs=50)  # the limit is not part of the study
+    with StudyStore(db) as store:
+        assert len(store.studies()) == 1
+        assert store.studies()[0]["config"] == json.loads(json.dumps(
+            {k: v for k, v in cfg.to_dict().items() if k != "max_runs"}))
+        bigger = StudyConfig.from_dict({**cfg.to_dict(), "grid": {**TINY["grid"],
+                                                                  "seeds": 3}})
+        store.record_study(bigger)  # a grown study is a new config: one more row
+        store.record_study(bigger)
+        assert len(store.studies()) == 2
+
+
+def test_csv_export_has_unique_columns(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    _study_db(db, runs=3)
+    runs_csv, plats_csv = export_csv(db, tmp_path / "out")
+    for path in (runs_csv, plats_csv):
+        with path.open() as fh:
+            header = next(csv.reader(fh))
+        assert len(header) == len(set(header)), header
+    with runs_csv.open() as fh:
+        row = next(csv.DictReader(fh))
+    assert row["steps"] == "7" and row["spec_steps"] == "1000"  # made, and asked for
+    assert row["width"] == "1" and row["seed"] == "0"

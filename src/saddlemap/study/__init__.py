@@ -5,7 +5,8 @@
 2
 """
 
-from .config import ConfigError, RunSpec, StudyConfig, load_config
+from ..errors import StoreError
+from .config import MAX_RUNS, ConfigError, RunSpec, StudyConfig, load_config
 from .engines import ProcessEngine, RayEngine, SerialEngine, make_engine
 from .execution import Outcome, execute, run_one
 from .runner import StudyReport, run_study
@@ -20,12 +21,14 @@ from .summary import (
 )
 
 __all__ = [
+    "MAX_RUNS",
     "ConfigError",
     "Outcome",
     "ProcessEngine",
     "RayEngine",
     "RunSpec",
     "SerialEngine",
+    "StoreError",
     "StudyConfig",
     "StudyReport",
     "StudyStore",

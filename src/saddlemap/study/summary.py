@@ -16,10 +16,11 @@ from typing import Any
 
 from ..verdicts import PlateauVerdict
 from .config import RunSpec
-from .store import PLATEAU_COLUMNS, StudyStore
+from .store import PLATEAU_COLUMNS, RUN_COLUMNS, StudyStore
 
 __all__ = [
     "NARROWER_VERDICT",
+    "RUN_EXPORT_COLUMNS",
     "Summary",
     "SummaryRow",
     "export_csv",
@@ -94,12 +95,15 @@ def summarize(db_path: str | Path) -> Summary:
     """Group the finished runs of the database by activation and m/r*.
 
     Args:
-        db_path: the study database.
+        db_path: the study database (it must exist; it is checked like any store).
 
     Returns:
         The :class:`Summary`.
+
+    Raises:
+        StoreError: a missing file, or one that fails the store's checks.
     """
-    with StudyStore(db_path) as store:
+    with StudyStore(db_path, create=False) as store:
         runs = store.runs()
         plateaus = store.plateaus()
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -129,20 +133,34 @@ def summarize(db_path: str | Path) -> Summary:
     return Summary(tuple(rows), failed)
 
 
+#: The columns of the exported runs table: the ``runs`` columns, then the spec fields; a spec
+#: field named like a ``runs`` column gets the prefix ``spec_`` (``spec_steps``, the steps
+#: asked for, beside ``steps``, the steps made).
+RUN_EXPORT_COLUMNS = (
+    *(c for c in RUN_COLUMNS if c != "spec"),
+    *(f"spec_{f}" if f in RUN_COLUMNS else f for f in _SPEC_FIELDS),
+)
+
+
+def _flat_run(run: dict[str, Any]) -> dict[str, Any]:
+    """A run row with its spec fields as columns, named as in :data:`RUN_EXPORT_COLUMNS`."""
+    row = {k: v for k, v in run.items() if k != "spec"}
+    for field in _SPEC_FIELDS:
+        row[f"spec_{field}" if field in RUN_COLUMNS else field] = run["spec"].get(field)
+    return row
+
+
 def _tables(db_path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    with StudyStore(db_path) as store:
+    with StudyStore(db_path, create=False) as store:
         runs = store.runs()
         plateaus = store.plateaus()
-    flat = []
-    for run in runs:
-        row = {k: v for k, v in run.items() if k != "spec"}
-        row.update({k: run["spec"].get(k) for k in _SPEC_FIELDS})
-        flat.append(row)
-    return flat, plateaus
+    return [_flat_run(run) for run in runs], plateaus
 
 
 def export_csv(db_path: str | Path, path: str | Path) -> tuple[Path, Path]:
     """Write ``runs.csv`` (spec fields as columns) and ``plateaus.csv`` into a folder.
+
+    The column names of each file are unique: see :data:`RUN_EXPORT_COLUMNS`.
 
     Args:
         db_path: the study database.
@@ -154,7 +172,7 @@ def export_csv(db_path: str | Path, path: str | Path) -> tuple[Path, Path]:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     runs, plateaus = _tables(db_path)
-    run_columns = ["run_id", "status", "final_loss", "steps", "seconds", "error", *_SPEC_FIELDS]
+    run_columns = list(RUN_EXPORT_COLUMNS)
     written = []
     for name, columns, rows in (("runs.csv", run_columns, runs),
                                 ("plateaus.csv", list(PLATEAU_COLUMNS), plateaus)):
@@ -190,7 +208,7 @@ def export_parquet(db_path: str | Path, path: str | Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     runs, plateaus = _tables(db_path)
     targets = (out / "runs.parquet", out / "plateaus.parquet")
-    pd.DataFrame(runs).to_parquet(targets[0], index=False)
+    pd.DataFrame(runs, columns=list(RUN_EXPORT_COLUMNS)).to_parquet(targets[0], index=False)
     pd.DataFrame(plateaus, columns=list(PLATEAU_COLUMNS)).to_parquet(targets[1], index=False)
     return targets
 
