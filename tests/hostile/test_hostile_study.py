@@ -9,7 +9,10 @@ import json
 import math
 import os
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from saddlemap.study import (
     run_study,
     summarize,
 )
-from saddlemap.study.store import SCHEMA_VERSION
+from saddlemap.study.store import SCHEMA_VERSION, Owner
 
 TINY = {"steps": 200, "window": 40, "min_length": 20,
         "grid": {"activation": ["erf"], "teacher_width": [1], "width": [1, 2], "d": [3],
@@ -366,3 +369,185 @@ def test_csv_export_has_unique_columns(tmp_path: Path) -> None:
         row = next(csv.DictReader(fh))
     assert row["steps"] == "7" and row["spec_steps"] == "1000"  # made, and asked for
     assert row["width"] == "1" and row["seed"] == "0"
+
+
+# ---------------------------------------------------------------------------- 5. leases
+
+
+def _specs(k: int) -> list[RunSpec]:
+    return StudyConfig.from_dict({"grid": {"teacher_width": [1], "width": [1],
+                                           "seeds": k}}).runs()
+
+
+def test_claims_leases_and_their_expiry(tmp_path: Path) -> None:
+    x, y, z = _specs(3)
+    a, b = Owner.new(), Owner.new()
+    with StudyStore(tmp_path / "s.db") as store:
+        assert store.claim(x, a) and not store.claim(x, b)  # a live lease holds
+        store.write_outcome(_fake_outcome(x, 0.1), a)
+        assert not store.claim(x, b)  # done
+        # a lease of a process of this host that is gone is stale at once
+        dead = Owner(a.host, _dead_pid(), "dead", time.time())
+        assert store.claim(y, dead) and store.claim(y, b)
+        # a lease of another host stands until it expires
+        far = Owner("elsewhere.invalid", 4242, "far", time.time())
+        assert store.claim(z, far) and not store.claim(z, b)
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as conn:
+            conn.execute("UPDATE leases SET expires = 0 WHERE owner = 'far'")
+            conn.commit()
+        assert store.claim(z, b)
+        # a run that failed after a runner started is not retried by it; a later one does
+        store.write_outcome(Outcome(z, None, 0.1, "RuntimeError: boom"), b)
+        assert not store.claim(z, a)
+        assert store.claim(z, Owner.new())
+        with store.leases(b):
+            pass  # leaving releases b's leases
+        assert store.claim(y, a)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=_env())
+    proc.wait()
+    return proc.pid
+
+
+_PARALLEL_CHILD = """
+import dataclasses, json, sys, time
+from pathlib import Path
+from saddlemap.study import run_study
+print("ready", flush=True)
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.002)
+report = run_study(sys.argv[1], sys.argv[2], engine="serial")
+print(json.dumps(dataclasses.asdict(report)), flush=True)
+"""
+
+
+def test_two_runners_on_one_database_run_each_run_once(tmp_path: Path) -> None:
+    doc = {**TINY, "steps": 300, "grid": {**TINY["grid"], "seeds": 4}}  # 8 runs
+    config = _write_config(tmp_path, doc)
+    db, go = tmp_path / "s.db", tmp_path / "go"
+    StudyStore(db).close()  # both runners find the database made
+    children = [subprocess.Popen([sys.executable, "-c", _PARALLEL_CHILD, str(config), str(db),
+                                  str(go)], stdout=subprocess.PIPE, text=True, env=_env())
+                for _ in range(2)]
+    try:
+        assert [c.stdout.readline().strip() for c in children] == ["ready", "ready"]
+        go.touch()
+        outs = [c.communicate(timeout=60)[0] for c in children]
+    finally:
+        for c in children:
+            c.kill()
+    reports = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+    assert [c.returncode for c in children] == [0, 0]
+    assert sum(r["run_now"] for r in reports) == 8  # 16 before leases
+    assert all(r["run_now"] >= 1 and r["failed"] == 0 for r in reports), reports
+    assert all(r["run_now"] + r["by_others"] == 8 for r in reports), reports
+    with StudyStore(db) as store:
+        assert len(store.done_ids()) == 8 and len(store.studies()) == 1
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+
+
+# ---------------------------------------------------------------------------- 6. threads
+
+
+def test_serial_engine_runs_on_one_torch_thread_and_restores_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from saddlemap.study import engines
+
+    seen: list[int] = []
+
+    def spy(spec: RunSpec) -> Outcome:
+        seen.append(torch.get_num_threads())
+        return Outcome(spec, None, 0.0, "spy")
+
+    monkeypatch.setattr(engines, "execute", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        outcomes = list(engines.SerialEngine().map(_specs(3)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 1] and len(outcomes) == 3
+
+
+def test_workers_are_checked_before_any_work(tmp_path: Path) -> None:
+    for bad in (0, -1, 10**6, True, 2.5):
+        with pytest.raises(ConfigError, match="workers"):
+            run_study(StudyConfig.from_dict(TINY), tmp_path / "w.db", workers=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "w.db").exists()
+
+
+# ---------------------------------------------------------------------------- 3. orphans
+
+
+_ORPHAN_CHILD = """
+import sys
+from saddlemap.study import run_study
+run_study(sys.argv[1], sys.argv[2], engine="process", workers=2)
+"""
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat_file.parent.name))
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_die_with_a_killed_study(tmp_path: Path) -> None:
+    # runs of minutes: a slow step size, no early stop
+    doc = {"steps": 1_000_000, "window": 1000, "min_length": 500,
+           "grid": {"activation": ["erf"], "teacher_width": [1], "width": [2], "d": [3],
+                    "n": [30], "lr": [1e-6], "seeds": 2}}
+    config = _write_config(tmp_path, doc)
+    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_CHILD, str(config),
+                              str(tmp_path / "s.db")], env=_env(), start_new_session=True)
+    workers: list[int] = []
+    others: list[int] = []
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:  # until both workers are well into their runs
+            workers = [p for p in _children_of(child.pid)
+                       if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+            if len(workers) == 2 and min(map(_cpu_seconds, workers)) > \
+                    _cpu_seconds(child.pid) + 1.0:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, "the study did not start its workers"
+        others = _children_of(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(map(_running, others)):
+            time.sleep(0.05)
+        assert not [p for p in others if _running(p)], "pool workers outlived their parent"
+    finally:
+        for pid in [child.pid, *workers, *others]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        child.wait()
