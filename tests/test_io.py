@@ -134,7 +134,8 @@ def test_save_and_load_bit_identical(
     )
     path = tmp_path / f"net{suffix}"
     save_model(net, path)
-    loaded = load_model(path)
+    whole_module = suffix in (".pt", ".pth")  # a pickled module: read back when trusted
+    loaded = load_model(path, trust_pickle=whole_module)
     assert loaded.path == str(path)
     expected = {".pt": ModelKind.TORCH, ".pth": ModelKind.TORCH}.get(suffix)
     assert loaded.kind is (expected or ModelKind(suffix[1:]))
@@ -228,7 +229,8 @@ def float32_models(tmp_path: Path) -> dict[str, Any]:
 def test_dtype_note_has_one_wording(name: str, tmp_path: Path) -> None:
     model = float32_models(tmp_path)[name]
     needs_activation = name in ("state_dict", "pt_state_dict")
-    loaded = load_model(model, activation="tanh" if needs_activation else None)
+    loaded = load_model(model, activation="tanh" if needs_activation else None,
+                        trust_pickle=name == "pickled_sklearn")
     assert loaded.net.dtype == torch.float64
     converted = [n for n in loaded.notes if n.code is NoteCode.DTYPE_CONVERTED]
     assert [str(n) for n in converted] == [DTYPE_NOTE]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from . import plots
 from .derivatives import residual_function
 from .diagnosis import Report
-from .io import save_model
+from .io import save_estimator, save_model
 from .network import TwoLayerNet
 from .zero_set import ZeroSet, ZeroSetPoint
 
@@ -150,9 +149,10 @@ def _html(markdown: str, figures: dict[str, str]) -> str:
 def _models(rep: Report, folder: Path) -> dict[str, str]:
     """The smaller model (in its own type) and the model after the descent step, if taken.
 
-    A torch model is written as ``.pt`` (a whole module, in its original dtype), a
-    scikit-learn model as ``.pkl`` (both are pickles: open them only from a trusted
-    folder), any other as saddlemap's ``.npz``.
+    A torch model is written as ``.pt`` (a whole module, in its original dtype: a pickle,
+    which saddlemap reads back only with ``--trust-pickle``), a scikit-learn model as
+    ``.skops`` (no pickle is written unless a user asks for one; without skops installed,
+    the network as ``.npz``), any other as saddlemap's ``.npz``.
     """
     written: dict[str, str] = {}
     model = rep.compression.model
@@ -163,14 +163,24 @@ def _models(rep: Report, folder: Path) -> dict[str, str]:
         path = folder / "compressed.pt"
         torch.save(model, path)
     else:
-        path = folder / "compressed.pkl"
-        path.write_bytes(pickle.dumps(model))
+        path = _save_estimator_or_net(model, rep.compression.net, folder)
     written["compressed_model"] = str(path)
     if rep.descent.improved:
         path = folder / "improved.npz"
         save_model(rep.descent.net, path)
         written["improved_model"] = str(path)
     return written
+
+
+def _save_estimator_or_net(estimator: object, net: TwoLayerNet, folder: Path) -> Path:
+    """``compressed.skops``; the network as ``compressed.npz`` where skops is missing."""
+    path = folder / "compressed.skops"
+    try:
+        save_estimator(estimator, path)
+    except ImportError:
+        path = folder / "compressed.npz"
+        save_model(net, path)
+    return path
 
 
 def save_report(rep: Report, folder: str) -> dict[str, str]:

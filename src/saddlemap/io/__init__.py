@@ -5,8 +5,14 @@
 ``MLPClassifier`` with one hidden layer) into a float64 :class:`~saddlemap.TwoLayerNet`,
 together with the loss it was trained with.  :func:`export_model` gives a (reduced) network
 back as the same kind of object; :func:`save_model` writes a network to a file that
-:func:`load_model` reads back bit for bit; :func:`load_data` reads a :class:`~saddlemap.Dataset`
-from ``.npz``, a pair of ``.npy`` files or a CSV file.
+:func:`load_model` reads back bit for bit (a whole-module ``.pt`` with ``trust_pickle=True``);
+:func:`save_estimator` writes a scikit-learn estimator (``.skops``, or a pickle when the
+suffix asks for one); :func:`load_data` reads a :class:`~saddlemap.Dataset` from ``.npz``, a
+pair of ``.npy`` files or a CSV file.
+
+Loading never runs code from a file unless the caller passes ``trust_pickle=True``: torch
+files are read with ``weights_only=True``, ``.skops`` files trusting only what a
+scikit-learn MLP is made of, NumPy files without unpickling, and pickles not at all.
 
 Every bad input raises a :class:`~saddlemap.SaddlemapError` subclass with a one-line message
 naming the file (when there is one) and the problem.  Where a model came from is a
@@ -38,8 +44,9 @@ from ._common import LoadedModel
 from ._data import load_data
 from ._models import export_model, load_model
 from ._save import save_model
-from ._sklearn import sklearn_penalty
+from ._sklearn import save_estimator, sklearn_penalty
 
 __all__ = [
-    "LoadedModel", "export_model", "load_data", "load_model", "save_model", "sklearn_penalty",
+    "LoadedModel", "export_model", "load_data", "load_model", "save_estimator", "save_model",
+    "sklearn_penalty",
 ]

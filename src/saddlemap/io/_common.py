@@ -191,19 +191,80 @@ def check_file(path: Path, error: type[SaddlemapError]) -> None:
         raise error(f"{path}: the file is empty")
 
 
+def refusal(path: Path, holds: str, safe_format: str) -> ModelError:
+    """The error for a file that only unpickling (running its code) could read.
+
+    The rule: a model file is never unpickled unless the caller trusts it.  The message
+    names the file, why it was refused, and the two ways forward.
+
+    Args:
+        path: the refused file.
+        holds: what the file holds, e.g. ``"pickled Python objects (a Sequential)"``.
+        safe_format: the safe format to save such a model in instead.
+
+    >>> message = str(refusal(Path("m.pkl"), "a pickle", "skops (.skops)"))
+    >>> message.split(";")[0]
+    'm.pkl: refused: the file is a pickle, and unpickling runs code from the file'
+    """
+    return ModelError(
+        f"{path}: refused: the file is {holds}, and unpickling runs code from the file; "
+        f"if you trust it, pass --trust-pickle (trust_pickle=True), or save the model as "
+        f"{safe_format}"
+    )
+
+
+#: The first bytes of a zip archive (an ``.npz`` is one), and of a ``.npy`` file.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def file_starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
+    """Whether the file's first bytes are one of ``magics``."""
+    with open(path, "rb") as handle:
+        head = handle.read(max(len(m) for m in magics))
+    return head.startswith(magics)
+
+
+def numpy_reason(exc: BaseException) -> str:
+    """Why NumPy could not read an array, without NumPy's hint to allow pickles.
+
+    NumPy answers an object array, or bytes it takes for a pickle, with advice to pass
+    ``allow_pickle=True``: that would run code from the file, so saddlemap never gives it.
+    """
+    text = one_line(exc)
+    if "allow_pickle" in text or "pickled data" in text:
+        return "it holds pickled Python objects (object arrays), which are never loaded"
+    return text
+
+
 def read_npz(path: Path, error: type[SaddlemapError]) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` archive, read without unpickling.
+
+    The rule: a file that is not a zip archive is refused before NumPy reads it (NumPy would
+    take it for a pickle), and an object array is refused, never unpickled.
 
     Raises:
         SaddlemapError: ``error``, when the file is not a readable ``.npz`` archive.
     """
+    if not file_starts_with(path, ZIP_MAGIC):
+        raise error(f"{path}: cannot read as an .npz file: not a zip archive of .npy arrays")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise error(f"{path}: not an .npz archive")
             return {key: archive[key] for key in archive.files}
+    except SaddlemapError:
+        raise
     except Exception as exc:
-        raise error(f"{path}: cannot read as an .npz file: {one_line(exc)}") from exc
+        raise error(f"{path}: cannot read as an .npz file: {numpy_reason(exc)}") from exc
+
+
+def check_width(path: Path | None, net: TwoLayerNet) -> None:
+    """Raise ModelError for a network without hidden neurons: there is nothing to map."""
+    if net.width == 0:
+        raise with_path(path, ModelError(
+            f"the network has width 0 (W has shape {tuple(net.W.shape)}): no hidden neurons"
+        ))
 
 
 # ------------------------------------------------------------------ activation names

@@ -11,7 +11,16 @@ import numpy as np
 from ..data import Dataset
 from ..errors import DataError, LossError
 from ..losses import get_loss
-from ._common import PathLike, check_file, one_line, read_npz
+from ._common import (
+    NPY_MAGIC,
+    ZIP_MAGIC,
+    PathLike,
+    check_file,
+    file_starts_with,
+    numpy_reason,
+    one_line,
+    read_npz,
+)
 
 __all__ = ["DATA_READERS", "load_data"]
 
@@ -30,8 +39,12 @@ def load_data(
 
     * ``.npz``: arrays ``X`` and ``y``;
     * ``.npy``: the inputs X, with the targets in the ``.npy`` file ``y_path``;
-    * ``.csv``: a header row, then numbers; y is the column ``target`` (a column name or
-      index), by default the last one, and X is every other column.
+    * ``.csv`` (UTF-8, with or without a byte-order mark): a header row naming the columns,
+      then numbers; y is the column ``target`` (a column name or index), by default the last
+      one, and X is every other column.  A first row of numbers only is refused, not read
+      as a header (that would lose a sample silently): add a header row.
+
+    No file is unpickled: NumPy object arrays are refused.
 
     For ``loss="cross_entropy"`` whole-number float labels (as CSV gives them) become
     integer class labels.
@@ -47,7 +60,8 @@ def load_data(
 
     Raises:
         DataError: a missing, empty, corrupt or unsupported file, missing arrays or columns,
-            non-numeric CSV cells, NaN or Inf, X and y of different lengths.
+            a CSV without a header row, non-numeric CSV cells, NaN or Inf, X and y of
+            different lengths, object arrays.
         LossError: an unknown loss, or targets that do not fit it.
 
     >>> import os, tempfile
@@ -104,13 +118,21 @@ def _read_npz_data(
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """One array of a ``.npy`` file, read without unpickling."""
+    """One array of a ``.npy`` file, read without unpickling.
+
+    The rule: only a file that starts as a ``.npy`` file does is handed to NumPy (NumPy
+    would take anything else for a pickle), and object arrays are refused.
+    """
+    if file_starts_with(path, ZIP_MAGIC):
+        raise DataError(f"{path}: cannot read as a .npy file: it is an .npz archive")
+    if not file_starts_with(path, (NPY_MAGIC,)):
+        raise DataError(f"{path}: cannot read as a .npy file: no .npy header")
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise DataError(f"{path}: cannot read as a .npy file: {one_line(exc)}") from exc
+        raise DataError(f"{path}: cannot read as a .npy file: {numpy_reason(exc)}") from exc
     if not isinstance(array, np.ndarray):
-        raise DataError(f"{path}: cannot read as a .npy file: it is an .npz archive")
+        raise DataError(f"{path}: cannot read as a .npy file: not a single array")
     return array
 
 
@@ -141,12 +163,26 @@ def _target_column(path: Path, header: list[str], target: str | int | None) -> i
     return target % len(header)
 
 
+def _is_number(cell: str) -> bool:
+    """Whether a CSV cell reads as a number."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_csv(
     path: Path, y_path: Path | None, target: str | int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A header row, then numbers; y is the ``target`` column, X every other column."""
+    """A header row, then numbers; y is the ``target`` column, X every other column.
+
+    The contract is a header row: a first row of numbers only is refused with a message
+    (reading it as names would drop a sample).  A UTF-8 byte-order mark is not part of the
+    first name.
+    """
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as a CSV file: {one_line(exc)}") from exc
@@ -154,6 +190,11 @@ def _read_csv(
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header = [name.strip() for name in rows[0]]
+    if all(_is_number(name) for name in header):
+        raise DataError(
+            f"{path}: the first row ({', '.join(header[:4])}{', ...' if len(header) > 4 else ''}"
+            ") is numbers, not a header; add a header row naming the columns (e.g. x1,x2,y)"
+        )
     body = rows[1:]
     if not body:
         raise DataError(f"{path}: no data rows after the header")

@@ -7,6 +7,8 @@ suffix names in :data:`MODEL_READERS`.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,23 +26,37 @@ from ._common import (
     PathLike,
     activation_from_str,
     check_file,
+    check_width,
     choose_activation,
     dtype_note,
     one_line,
     original_dtype,
     read_npz,
+    refusal,
     require,
     with_path,
 )
-from ._sklearn import export_sklearn, from_sklearn, is_sklearn, read_pickled_estimator
+from ._sklearn import (
+    export_sklearn,
+    from_sklearn,
+    is_sklearn,
+    read_pickled_estimator,
+    read_skops_estimator,
+)
 
 __all__ = ["MODEL_READERS", "export_model", "load_model"]
 
-#: A model file reader: the path and the activation the caller gave (or None).
-ModelReader = Callable[[Path, str | None], LoadedModel]
+#: A model file reader: the path, the activation the caller gave (or None), and whether
+#: the caller trusts the file enough to unpickle it.
+ModelReader = Callable[[Path, str | None, bool], LoadedModel]
+
+#: Where a refused torch file can go instead.
+TORCH_SAFE_FORMATS = "a state dict (torch.save(module.state_dict(), ...)) or .safetensors"
 
 
-def load_model(model: object | PathLike, activation: str | None = None) -> LoadedModel:
+def load_model(
+    model: object | PathLike, activation: str | None = None, *, trust_pickle: bool = False
+) -> LoadedModel:
     """Read a two-layer model into a float64 :class:`~saddlemap.TwoLayerNet`.
 
     Accepted models:
@@ -50,28 +66,38 @@ def load_model(model: object | PathLike, activation: str | None = None) -> Loade
     * a torch ``state_dict`` (a mapping of tensors with two weight matrices, first layer
       first); ``activation`` is then required;
     * a fitted scikit-learn ``MLPRegressor`` or ``MLPClassifier`` with one hidden layer;
-    * a file: ``.pt``/``.pth`` holding a whole module or a state_dict, ``.safetensors``
-      (a state_dict; the activation from the metadata key ``"activation"`` unless given),
-      ``.npz`` (arrays ``a``, ``W``, optional ``b``, ``c`` and the string
-      ``activation``), as written by :func:`~saddlemap.io.save_model`, or a pickled
-      scikit-learn MLP (``.pkl``, ``.pickle``, ``.joblib`` written with ``pickle``).
+    * a file: ``.pt``/``.pth`` holding a state_dict (or, trusted, a whole module),
+      ``.safetensors`` (a state_dict; the activation from the metadata key ``"activation"``
+      unless given), ``.npz`` (arrays ``a``, ``W``, optional ``b``, ``c`` and the string
+      ``activation``), as written by :func:`~saddlemap.io.save_model`, a scikit-learn MLP
+      saved with skops (``.skops``) or, trusted, pickled (``.pkl``, ``.pickle``,
+      ``.joblib``).
 
-    Warning:
-        ``.pt``/``.pth`` files are read with ``torch.load(weights_only=False)`` and ``.pkl``
-        files with ``pickle``: both unpickle arbitrary Python objects and can run code, so
-        use them only on trusted files.
+    Loading a file never runs code from it unless ``trust_pickle=True``: ``.pt``/``.pth``
+    files are read with ``torch.load(weights_only=True)`` (tensors and containers only, so
+    a state dict), ``.skops`` files with ``skops.io.load`` trusting only the types a
+    scikit-learn MLP is made of, ``.npz`` files without unpickling, and ``.pkl`` files not
+    at all.  A file that needs unpickling is refused with a :class:`ModelError` naming the
+    two ways forward: ``trust_pickle=True`` (the command line's ``--trust-pickle``), or a
+    safe format (a state dict or ``.safetensors`` for torch, ``.skops`` for scikit-learn).
 
     Args:
         model: the model object or a path to a model file.
         activation: activation name; needed for a state_dict, and overrides the name stored
-            in a ``.safetensors`` or ``.npz`` file.
+            in a ``.safetensors`` or ``.npz`` file.  Refused for scikit-learn models and
+            whole torch modules, which record their own.
+        trust_pickle: unpickle the file (a whole torch module in ``.pt``/``.pth``, a
+            ``.pkl``/``.pickle``/``.joblib`` estimator; any type in a ``.skops`` file).
+            Unpickling runs code from the file: pass True only for files you trust.
+            Objects in memory are not files, and ignore it.
 
     Returns:
         The :class:`~saddlemap.io.LoadedModel`.
 
     Raises:
         ModelError: not a two-layer network, an unfitted or unsupported estimator, a
-            missing, empty, corrupt or unsupported file, a state_dict without an activation.
+            missing, empty, corrupt or unsupported file, a state_dict without an activation,
+            width 0, a file that needs unpickling and is not trusted.
         ActivationError: an activation saddlemap does not know (e.g. ``nn.ELU``).
 
     >>> import torch
@@ -82,7 +108,7 @@ def load_model(model: object | PathLike, activation: str | None = None) -> Loade
     ('torch', 3, torch.float64, 'mse')
     """
     if isinstance(model, (str, os.PathLike)):
-        return _load_model_file(Path(model), activation)
+        return _load_model_file(Path(model), activation, trust_pickle)
     if isinstance(model, nn.Module):
         return _from_module(model, None, activation)
     if is_sklearn(model):
@@ -123,6 +149,7 @@ def _from_module(module: nn.Module, path: Path | None, activation: str | None) -
         net = TwoLayerNet.from_torch(module)
     except SaddlemapError as exc:
         raise with_path(path, exc) from exc
+    check_width(path, net)
     notes = (*_torch_notes(module), NO_LOSS_NOTE)
     first = next(module.parameters(), None)
     return LoadedModel(
@@ -155,6 +182,15 @@ def _ordered_weights(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _check_state_dict_width(path: Path | None, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a first layer without rows (width 0) before torch builds modules from it."""
+    weights = [v for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2]
+    if weights and weights[0].shape[0] == 0:
+        raise with_path(path, ModelError(
+            f"the network has width 0 (W has shape {tuple(weights[0].shape)}): no hidden neurons"
+        ))
+
+
 def _from_state_dict(
     state_dict: Mapping[str, Any],
     activation: str | None,
@@ -168,9 +204,13 @@ def _from_state_dict(
         )
     try:
         tensors = _ordered_weights(state_dict)
+        _check_state_dict_width(path, tensors)
         net = TwoLayerNet.from_state_dict(tensors, activation_from_str(activation))
     except SaddlemapError as exc:
         raise with_path(path, exc) from exc
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # torch on odd shapes
+        raise with_path(path, ModelError(f"not a two-layer state_dict: {one_line(exc)}")) from exc
+    check_width(path, net)
     converted = dtype_note(t.dtype for t in tensors.values())
     notes = (*extra_notes, *(() if converted is None else (converted,)), NO_LOSS_NOTE)
     first = next(iter(tensors.values()), None)
@@ -182,12 +222,40 @@ def _from_state_dict(
 
 
 # ----------------------------------------------------------------------- file readers
-def _read_torch_file(path: Path, activation: str | None) -> LoadedModel:
-    """A ``.pt``/``.pth`` file holding a whole module or a state_dict (trusted files only)."""
+def _weights_only_failure(path: Path, exc: pickle.UnpicklingError) -> ModelError:
+    """The error for a file ``torch.load(weights_only=True)`` would not read.
+
+    A global it refused (a class or function the pickle names, such as a module's class)
+    means the file holds pickled Python objects: refused, with the ways forward.  Any other
+    failure is a file that is not a torch checkpoint.  torch's own advice (retry with
+    ``weights_only=False``) is never passed on: that runs code from the file.
+    """
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        holds = f"a pickle of Python objects ({found.group(1)})"
+        return refusal(path, holds, TORCH_SAFE_FORMATS)
+    after = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler" in text else ""
+    reason = next((line.strip() for line in after.splitlines() if line.strip()), "")
+    detail = f" ({reason})" if reason and not reason.startswith("Check the documentation") else ""
+    return ModelError(f"{path}: cannot read as a torch file: not a torch checkpoint{detail}")
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> object:
+    """``torch.load`` of the file: tensors and containers only unless the file is trusted."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle and "Weights only load failed" in str(exc):
+            raise _weights_only_failure(path, exc) from exc
+        raise ModelError(f"{path}: cannot read as a torch file: {one_line(exc)}") from exc
     except Exception as exc:
         raise ModelError(f"{path}: cannot read as a torch file: {one_line(exc)}") from exc
+
+
+def _read_torch_file(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
+    """A ``.pt``/``.pth`` file holding a state_dict, or (trusted) a whole module."""
+    obj = _torch_load(path, trust_pickle)
     if isinstance(obj, nn.Module):
         return _from_module(obj, path, activation)
     if isinstance(obj, Mapping):
@@ -195,8 +263,12 @@ def _read_torch_file(path: Path, activation: str | None) -> LoadedModel:
     raise ModelError(f"{path}: holds a {type(obj).__name__}, expected an nn.Module or a state_dict")
 
 
-def _read_safetensors(path: Path, activation: str | None) -> LoadedModel:
-    """A ``.safetensors`` state_dict, the activation from its metadata unless given."""
+def _read_safetensors(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
+    """A ``.safetensors`` state_dict, the activation from its metadata unless given.
+
+    The format holds tensors and strings only: ``trust_pickle`` does not change anything.
+    """
+    del trust_pickle
     st_torch = require("safetensors.torch", "safetensors")
     safetensors = require("safetensors", "safetensors")
     try:
@@ -211,8 +283,13 @@ def _read_safetensors(path: Path, activation: str | None) -> LoadedModel:
     return _from_state_dict(tensors, chosen, ModelKind.SAFETENSORS, path, notes)
 
 
-def _read_npz_model(path: Path, activation: str | None) -> LoadedModel:
-    """An ``.npz`` archive as written by :func:`~saddlemap.io.save_model`."""
+def _read_npz_model(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
+    """An ``.npz`` archive as written by :func:`~saddlemap.io.save_model`.
+
+    Object arrays are never unpickled, trusted or not: saddlemap's ``.npz`` holds numbers
+    and one string.
+    """
+    del trust_pickle
     arrays = read_npz(path, ModelError)
     missing = [key for key in ("a", "W") if key not in arrays]
     if missing:
@@ -236,6 +313,9 @@ def _read_npz_model(path: Path, activation: str | None) -> LoadedModel:
         )
     except SaddlemapError as exc:
         raise with_path(path, exc) from exc
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # torch on odd shapes
+        raise ModelError(f"{path}: not a two-layer network: {one_line(exc)}") from exc
+    check_width(path, net)
     converted = dtype_note(arrays[key].dtype for key in params)
     notes = (*notes, *(() if converted is None else (converted,)), NO_LOSS_NOTE)
     return LoadedModel(
@@ -253,18 +333,19 @@ MODEL_READERS: dict[str, ModelReader] = {
     ".pkl": read_pickled_estimator,
     ".pickle": read_pickled_estimator,
     ".joblib": read_pickled_estimator,
+    ".skops": read_skops_estimator,
 }
 
 
-def _load_model_file(path: Path, activation: str | None) -> LoadedModel:
+def _load_model_file(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
     check_file(path, ModelError)
     reader = MODEL_READERS.get(path.suffix.lower())
     if reader is None:
         raise ModelError(
-            f"{path}: unsupported model file suffix {path.suffix!r}; "
-            "expected .pt, .pth, .safetensors, .npz or a pickled scikit-learn model (.pkl)"
+            f"{path}: unsupported model file suffix {path.suffix!r}; expected .pt, .pth, "
+            ".safetensors, .npz, or a scikit-learn model (.skops, or a pickle: .pkl)"
         )
-    return reader(path, activation)
+    return reader(path, activation, trust_pickle)
 
 
 # ---------------------------------------------------------------------- export_model

@@ -62,7 +62,8 @@ def save_model(net: TwoLayerNet, path: PathLike) -> None:
 
     * ``.npz``: arrays ``a``, ``W``, ``b`` and ``c`` (when present) and the string
       ``activation``;
-    * ``.pt``/``.pth``: ``torch.save`` of ``net.to_torch()`` (a whole module);
+    * ``.pt``/``.pth``: ``torch.save`` of ``net.to_torch()`` (a whole module: a pickle,
+      which :func:`load_model` reads back only with ``trust_pickle=True``);
     * ``.safetensors``: the state_dict of ``net.to_torch()``, the activation in the
       metadata key ``"activation"``.
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,29 @@ import numpy as np
 import torch
 
 from ..activations import get_activation
-from ..errors import ActivationError, ModelError, OptionError
+from ..errors import ActivationError, ModelError, OptionError, SaddlemapError
 from ..losses import Penalty
 from ..network import TwoLayerNet
 from ..verdicts import ModelKind, Note, NoteCode
-from ._common import LoadedModel, dtype_note, one_line, require
+from ._common import LoadedModel, PathLike, dtype_note, one_line, refusal, require, with_path
 
 __all__ = [
-    "export_sklearn", "from_sklearn", "is_sklearn", "read_pickled_estimator", "sklearn_penalty",
+    "export_sklearn", "from_sklearn", "is_sklearn", "read_pickled_estimator",
+    "read_skops_estimator", "save_estimator", "sklearn_penalty",
 ]
+
+#: The estimators a ``.skops`` file may hold, by ``module.class`` name.
+SKOPS_MODELS = (
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
+)
+#: The types inside a fitted MLP that skops does not trust by default (its optimisers).
+SKOPS_MLP_PARTS = (
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+)
+#: The suffixes :func:`save_estimator` writes as pickles.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 # sklearn's activation names ↔ saddlemap's.
 _SKLEARN_TO_SADDLEMAP = {
@@ -179,22 +195,125 @@ def sklearn_penalty(estimator: Any, n_samples: int) -> Penalty | None:
     return Penalty(math.fsum(alpha / b for b in sizes) / len(sizes), "weights")
 
 
-def read_pickled_estimator(path: Path, activation: str | None) -> LoadedModel:
-    """A pickled fitted scikit-learn MLP (unpickling runs code: trusted files only).
+def _no_activation(path: Path, activation: str | None) -> None:
+    """Refuse an activation for a scikit-learn file: the estimator records its own."""
+    if activation is not None:
+        raise ModelError(
+            f"{path}: activation cannot be given for a scikit-learn model; it records its own"
+        )
 
-    ``activation`` is not used: the estimator names its own.
 
-    Raises:
-        ModelError: a file that does not unpickle, or holds no scikit-learn object.
-    """
-    del activation  # the estimator records its activation
-    try:
-        obj = pickle.loads(path.read_bytes())
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot unpickle: {one_line(exc)}") from exc
+def _from_file_estimator(path: Path, obj: object) -> LoadedModel:
+    """The :class:`LoadedModel` of an estimator read from ``path`` (errors name the file)."""
     if not is_sklearn(obj):
         raise ModelError(f"{path}: holds a {type(obj).__name__}, expected a scikit-learn MLP")
-    return dataclasses.replace(from_sklearn(obj), path=str(path))
+    try:
+        loaded = from_sklearn(obj)
+    except SaddlemapError as exc:
+        raise with_path(path, exc) from exc
+    return dataclasses.replace(loaded, path=str(path))
+
+
+def _unpickle(path: Path) -> object:
+    """The object of a trusted pickle: ``joblib.load`` for ``.joblib`` when installed."""
+    if path.suffix.lower() == ".joblib":
+        try:
+            import joblib
+        except ImportError:
+            pass
+        else:
+            return joblib.load(path)
+    return pickle.loads(path.read_bytes())
+
+
+def read_pickled_estimator(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
+    """A pickled fitted scikit-learn MLP, read only when the caller trusts the file.
+
+    The rule: unpickling runs code from the file, so without ``trust_pickle`` the file is
+    not read at all; the error points to ``trust_pickle`` and to skops (``.skops``), the
+    safe format.  ``activation`` is refused: the estimator names its own.
+
+    Raises:
+        ModelError: an activation given, an untrusted file, a file that does not unpickle,
+            or one that holds no one-hidden-layer scikit-learn MLP.
+    """
+    _no_activation(path, activation)
+    if not trust_pickle:
+        raise refusal(path, "a pickle", "skops (.skops: skops.io.dump(estimator, path))")
+    try:
+        obj = _unpickle(path)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot unpickle: {one_line(exc)}") from exc
+    return _from_file_estimator(path, obj)
+
+
+def _skops_top_type(path: Path) -> str:
+    """The ``module.class`` name of the object a ``.skops`` file holds (read from its schema)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+        return f"{schema['__module__']}.{schema['__class__']}"
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
+
+
+def read_skops_estimator(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
+    """A fitted scikit-learn MLP saved with skops, constructing only the types an MLP has.
+
+    The rule: the file must hold an ``MLPRegressor`` or ``MLPClassifier``, and every type
+    it names must be one skops trusts by default or an MLP optimiser
+    (:data:`SKOPS_MLP_PARTS`); anything else is refused before any object is made, unless
+    ``trust_pickle`` (then every type in the file is trusted).  ``activation`` is refused:
+    the estimator names its own.
+
+    Raises:
+        ModelError: an activation given, a file that is not a skops archive, another
+            estimator, types outside an MLP in an untrusted file, or no one-hidden-layer MLP.
+        ImportError: skops is not installed (the ``sklearn`` extra).
+    """
+    _no_activation(path, activation)
+    top = _skops_top_type(path)
+    if top not in SKOPS_MODELS:
+        raise ModelError(f"{path}: holds a {top}, expected a scikit-learn MLPRegressor or "
+                         "MLPClassifier")
+    sio = require("skops.io", "sklearn")
+    try:
+        found = list(sio.get_untrusted_types(file=path))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
+    unexpected = [name for name in found if name not in SKOPS_MLP_PARTS]
+    if unexpected and not trust_pickle:
+        raise ModelError(
+            f"{path}: refused: the file names types a scikit-learn MLP does not have "
+            f"({', '.join(unexpected)}), and making them can run code; if you trust it, pass "
+            "--trust-pickle (trust_pickle=True)"
+        )
+    try:
+        obj = sio.load(path, trusted=found)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
+    return _from_file_estimator(path, obj)
+
+
+def save_estimator(estimator: object, path: PathLike) -> None:
+    """Write a fitted estimator: skops for ``.skops``, a pickle for ``.pkl`` and the like.
+
+    The rule: a pickle is written only when the path asks for one (reading it back needs
+    ``trust_pickle=True``); ``.skops`` is the format :func:`load_model` reads safely.
+
+    Raises:
+        ModelError: another suffix.
+        ImportError: ``.skops`` without skops installed (the ``sklearn`` extra).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".skops":
+        require("skops.io", "sklearn").dump(estimator, path)
+    elif suffix in PICKLE_SUFFIXES:
+        path.write_bytes(pickle.dumps(estimator))
+    else:
+        raise ModelError(f"{path}: a scikit-learn model is written as .skops (or a pickle: "
+                         f"{', '.join(PICKLE_SUFFIXES)}), not {path.suffix!r}")
 
 
 def _sklearn_outputs(estimator: Any, X: np.ndarray, loss: str) -> np.ndarray:
