@@ -254,6 +254,13 @@ def _with_trigger(path: Path) -> None:
         conn.commit()
 
 
+def _odd_values(path: Path) -> None:
+    _study_db(path, runs=2)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE plateaus SET duration = 'long' WHERE rowid = 1")
+        conn.commit()
+
+
 BAD_FILES = {
     "text": (_text_file, "not an SQLite database"),
     "garbage": (_garbage, "not an SQLite database"),
@@ -264,6 +271,7 @@ BAD_FILES = {
     "page_corrupted": (_page_corrupted, "damaged"),
     "newer_version": (_newer_version, "newer"),
     "trigger": (_with_trigger, "trigger"),
+    "odd_values": (_odd_values, "wrong type"),
 }
 
 
@@ -394,6 +402,12 @@ def test_claims_leases_and_their_expiry(tmp_path: Path) -> None:
         assert store.claim(z, far) and not store.claim(z, b)
         with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as conn:
             conn.execute("UPDATE leases SET expires = 0 WHERE owner = 'far'")
+            conn.commit()
+        assert store.claim(z, b)
+        # lease rows no runner writes count as stale
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as conn:
+            conn.execute("UPDATE leases SET expires = 1e300, host = 'elsewhere.invalid' "
+                         "WHERE run_id = ?", (z.run_id,))
             conn.commit()
         assert store.claim(z, b)
         # a run that failed after a runner started is not retried by it; a later one does

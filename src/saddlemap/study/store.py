@@ -19,9 +19,10 @@ SIGKILL) loses at most the runs in flight.
 
 **Checks on open.**  Before anything is written, :class:`StudyStore` checks that an existing
 file is an SQLite database (its header), runs ``PRAGMA quick_check`` on a read-only
-connection, and reads the schema: a file with other tables (a foreign database), tables of
-other columns, triggers, or a schema version newer than this saddlemap's is refused with a
-one-line :class:`~saddlemap.errors.StoreError` naming the file and the problem, and is left
+connection, reads the schema and the types of the stored values: a file with other tables (a
+foreign database), tables of other columns, triggers, a schema version newer than this
+saddlemap's, or rows of values of the wrong type, is refused with a one-line
+:class:`~saddlemap.errors.StoreError` naming the file and the problem, and is left
 untouched.  A database of the first layout (version 1: no ``meta`` table) is migrated.
 
 **Leases.**  A runner claims each run just before it starts it, in a ``BEGIN IMMEDIATE``
@@ -256,6 +257,28 @@ def _check_tables(conn: sqlite3.Connection, path: Path, tables: set[str],
             )
 
 
+#: Rows whose values a summary cannot read: a wrong status or a value of the wrong type.
+_ODD_VALUES = {
+    "runs": "status NOT IN ('ok', 'failed') OR typeof(spec) != 'text'"
+            " OR typeof(final_loss) NOT IN ('real', 'integer', 'null')"
+            " OR typeof(steps) NOT IN ('integer', 'null')"
+            " OR typeof(seconds) NOT IN ('real', 'integer', 'null')",
+    "plateaus": "typeof(\"index\") != 'integer' OR typeof(start) != 'integer'"
+                " OR typeof(\"end\") != 'integer' OR typeof(duration) != 'integer'"
+                " OR typeof(width) != 'integer' OR typeof(loss) NOT IN ('real', 'integer')"
+                " OR typeof(verdict) != 'text'",
+}
+
+
+def _check_values(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse runs and plateaus rows holding values of the wrong type."""
+    for table, condition in _ODD_VALUES.items():
+        odd = conn.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
+        if odd:
+            raise StoreError(f"{path}: damaged study database: {odd} row(s) of {table} hold "
+                             "values of the wrong type; left untouched")
+
+
 def _sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
@@ -266,7 +289,12 @@ def _check_existing(path: Path) -> None:
     try:
         with contextlib.closing(_read_only(path)) as conn:
             _quick_check(conn, path)
-            _schema_version(conn, path)
+            if _schema_version(conn, path):
+                _check_values(conn, path)
+    except sqlite3.OperationalError as exc:  # locked, or cannot be opened
+        _drop_new_siblings(path, before)
+        raise StoreError(f"{path}: cannot read the study database: {_one_line(exc)}") \
+            from None
     except sqlite3.Error as exc:
         _drop_new_siblings(path, before)
         raise StoreError(f"{path}: damaged database ({_one_line(exc)}); left untouched") \
@@ -328,11 +356,18 @@ def _alive(host: str | None, pid: int | None) -> bool:
     return True
 
 
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _claimable(lease: tuple[Any, ...], owner: Owner, now: float) -> bool:
+    """Whether a run with this lease row may be claimed (odd values count as stale)."""
     holder, host, pid, expires, ended = lease
     if holder is None:  # released after a failed attempt: retried unless it failed just now
-        return ended is None or ended < owner.since
-    return (not isinstance(expires, int | float)) or expires < now or not _alive(host, pid)
+        return not _is_time(ended) or ended < owner.since
+    if not _is_time(expires) or not now <= expires <= now + 2 * LEASE_SECONDS:
+        return True  # expired, or an expiry no runner writes
+    return not _alive(host, pid)
 
 
 class _Heartbeat:
