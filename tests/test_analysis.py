@@ -9,7 +9,7 @@ import torch
 from conftest import Case, make_problem
 
 import saddlemap as sm
-from saddlemap import analysis
+from saddlemap import analysis, spectral
 
 
 def _net(d: int, m: int, K: int) -> sm.TwoLayerNet:
@@ -53,13 +53,13 @@ def test_diagnose_skips_refinement_where_products_are_expensive(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     net, data = make_problem(Case("tanh", "both_biases", 1, 13, d=2, m=4))
-    monkeypatch.setattr(analysis, "SPECTRUM_WORK", 1.0)  # every product "expensive"
+    monkeypatch.setattr(spectral, "SPECTRUM_WORK", 1.0)  # every product "expensive"
     monkeypatch.setattr(analysis, "DENSE_WORK", 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rep = sm.diagnose(net, data, escape_steps=0)
     assert rep.refined is None and not rep.start.converged
     assert any("refinement skipped" in note.text for note in rep.notes)
-    assert rep.start.spectrum.num_matvecs <= analysis.MIN_MATVECS
+    assert rep.start.spectrum.num_matvecs <= spectral.MIN_MATVECS
     if rep.branch is not None:
         assert rep.branch.star.iterations == 0

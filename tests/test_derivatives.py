@@ -121,6 +121,32 @@ def test_kernel_choice_by_shape(shape: tuple[int, int, int, int], cached: str, f
         pass
 
 
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_streaming_operator_equals_the_cached_one(
+    problem: tuple[sm.TwoLayerNet, sm.Dataset], batch_size: int | None
+) -> None:
+    net, data = problem
+    data = data.with_penalty(0.01)
+    V = torch.randn(net.num_params, 2, generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)
+    cached = sm.hessian_operator(net, data, batch_size, cache=True)
+    streamed = sm.hessian_operator(net, data, batch_size, cache=False)
+    assert cached.cached and not streamed.cached
+    assert_close_scaled(streamed.apply(V), cached.apply(V), 1e-12)
+    assert streamed.num_matvecs == 2
+
+
+def test_operator_streams_when_its_cache_would_be_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    net, data = make_problem(Case("tanh", "both_biases", 2, 13, d=3, m=4))
+    assert sm.hessian_operator(net, data).cached
+    need = derivatives.cache_bytes(data.n, net.width, net.output_dim, 4)
+    monkeypatch.setattr(derivatives, "CACHE_BYTES", need - 1)
+    op = sm.hessian_operator(net, data)
+    assert not op.cached
+    v = torch.ones(net.num_params, 1, dtype=torch.float64)
+    assert_close_scaled(op.apply(v), sm.hessian(net, data) @ v, RTOL)
+
+
 def test_jacobian_matches_autodiff(problem: tuple[sm.TwoLayerNet, sm.Dataset]) -> None:
     net, data = problem
     assert_close_scaled(sm.jacobian(net, data), sm.jacobian_autodiff(net, data), RTOL)

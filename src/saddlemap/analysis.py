@@ -37,7 +37,14 @@ from .derivatives import (
 )
 from .errors import OptionError
 from .network import TwoLayerNet
-from .spectral import DENSE_LIMIT, LANCZOS_TOL, Spectrum, dense_spectrum, spectrum
+from .spectral import (
+    DENSE_LIMIT,
+    LANCZOS_TOL,
+    Spectrum,
+    dense_spectrum,
+    matvec_budget,
+    spectrum,
+)
 from .tolerances import Tolerances
 from .zero_set import ZeroSet
 
@@ -51,13 +58,6 @@ _TINY = float(torch.finfo(torch.float64).tiny)
 #: Above this many multiply-adds (``derivatives.dense_hessian_work``) H is not formed: about
 #: 0.5–1 s of one core; Lanczos on Hessian-vector products is cheaper beyond it.
 DENSE_WORK = 1e10
-#: A Lanczos spectrum's allowance, in units of one product's work n·m·(D + K): about 200
-#: products (a minute of one core) at d = 784, m = 256, n = 10⁴; small problems never reach it.
-SPECTRUM_WORK = 4e11
-#: Products above which the allowance is no limit (ARPACK runs to convergence) ...
-UNLIMITED_MATVECS = 3000
-#: ... and below which it is not cut further.
-MIN_MATVECS = 60
 #: Eigenpairs at each end of a Lanczos spectrum.
 LANCZOS_PAIRS = 6
 #: Scale of the output-layer ray test: R(RAY_SCALE · (a, c)) against R(a, c).
@@ -135,9 +135,7 @@ class Analysis:
         """
         if self._max_matvecs is not None:
             return self._max_matvecs
-        work = float(self.data.n) * self.net.width * self.net.layout.neuron_size
-        budget = int(SPECTRUM_WORK / max(work, 1.0))
-        return None if budget >= UNLIMITED_MATVECS else max(budget, MIN_MATVECS)
+        return matvec_budget(self.net, self.data.n)
 
     # ------------------------------------------------------------- first order
     @cached_property

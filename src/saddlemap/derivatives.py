@@ -41,7 +41,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 from ._forward import Forward, batches, checked_data, forward
-from ._hvp import CachedHessian, product_at_point, residual_blocks
+from ._hvp import CachedHessian, cached_kernel, product_at_point, residual_blocks
 from ._workspace import scratch
 from .data import Dataset
 from .errors import OptionError
@@ -177,13 +177,20 @@ def hvp(
     v = torch.as_tensor(v, dtype=net.dtype, device=net.device).detach()
     if v.ndim == 2 and v.shape[1] > 1:
         return HessianOperator(net, data, batch_size).apply(v)
-    v1 = v.reshape(-1)
+    out = _streamed_product(net, data, batch_size, v.reshape(-1))
+    return _add_penalty(out.reshape(v.shape), data.penalty, net.layout, v)
+
+
+def _streamed_product(
+    net: TwoLayerNet, data: Dataset, batch_size: int | None, v: torch.Tensor
+) -> torch.Tensor:
+    """∇²R v summed over blocks of samples, each block's forward pass made and dropped."""
     out: torch.Tensor | None = None
     for fw in batches(net, data, batch_size, in_scratch=True):
-        block = product_at_point(fw, v1)
+        block = product_at_point(fw, v)
         out = block if out is None else out.add_(block)
     assert out is not None  # batches yields at least one block
-    return _add_penalty(out.reshape(v.shape), data.penalty, net.layout, v)
+    return out
 
 
 def _hessian_block(fw: Forward) -> torch.Tensor:
@@ -262,6 +269,23 @@ def _hessian_by_products(
     return 0.5 * (H + H.T)  # products are symmetric only to rounding
 
 
+#: Memory the cached operator may hold (forward pass, σ-matrices, B_k or ∇φ); above it the
+#: operator streams: each product makes and drops the forward pass block by block.
+CACHE_BYTES = 512 * 2**20
+#: Memory of one streamed block's n_b × (D + 4m) matrices.
+_STREAM_BLOCK_BYTES = 64 * 2**20
+
+
+def cache_bytes(n: int, m: int, K: int, D: int) -> int:
+    """Bytes a cached operator keeps: X̃ and X̃ᵀ, three n × m matrices, B_k or ∇φ.
+
+    >>> cache_bytes(1000, 100, 1, 11) < CACHE_BYTES < cache_bytes(60_000, 1000, 1, 785)
+    True
+    """
+    blocks = m * K * D if cached_kernel(n, m, K, D) == "sample_fused" else m * (K + D) ** 2
+    return 8 * (2 * n * D + 3 * n * m + blocks)
+
+
 class HessianOperator(LinearOperator):
     """The Hessian as a ``scipy.sparse.linalg.LinearOperator``, matrix-free.
 
@@ -272,12 +296,33 @@ class HessianOperator(LinearOperator):
     by sample (n × m temporaries, nothing of size K·d·n; many outputs or wide inputs), plus
     the B_k.  With ``data.penalty`` each product adds λ M V once.  Several vectors share
     each product.  ``num_matvecs`` counts vectors multiplied.
+
+    Where that cache would pass :data:`CACHE_BYTES` (n = 60,000 MNIST images at m = 1,000:
+    about 2 GB) or with ``cache=False``, the operator streams instead: each product runs the
+    fresh-point kernel over blocks of samples (three GEMMs per block instead of two), so
+    its memory is that of one block (``batch_size`` rows, or what fits in 64 MiB).
     """
 
-    def __init__(self, net: TwoLayerNet, data: Dataset, batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        net: TwoLayerNet,
+        data: Dataset,
+        batch_size: int | None = None,
+        cache: bool | None = None,
+    ) -> None:
         self.net = net
         self.penalty = _active(data.penalty)
-        self._cached = CachedHessian(list(batches(net, data, batch_size)))
+        D = net.layout.neuron_size - net.output_dim
+        if cache is None:
+            cache = cache_bytes(data.n, net.width, net.output_dim, D) <= CACHE_BYTES
+        self.cached = cache
+        self._cached: CachedHessian | None = None
+        self._stream: tuple[Dataset, int] | None = None
+        if cache:
+            self._cached = CachedHessian(list(batches(net, data, batch_size)))
+        else:
+            rows = max(1, _STREAM_BLOCK_BYTES // (8 * (D + 4 * net.width)))
+            self._stream = (data, min(batch_size or rows, rows))
         self.num_matvecs = 0
         P = net.num_params
         super().__init__(dtype=np.dtype(str(net.dtype).removeprefix("torch.")), shape=(P, P))
@@ -285,7 +330,13 @@ class HessianOperator(LinearOperator):
     def apply(self, V: torch.Tensor) -> torch.Tensor:
         """H V for a torch tensor V of shape (P, r), on the network's device."""
         self.num_matvecs += V.shape[1]
-        return _add_penalty(self._cached.apply(V.T).T, self.penalty, self.net.layout, V)
+        if self._cached is not None:
+            out = self._cached.apply(V.T).T
+        else:
+            assert self._stream is not None
+            data, rows = self._stream
+            out = torch.stack([_streamed_product(self.net, data, rows, v) for v in V.T], dim=1)
+        return _add_penalty(out, self.penalty, self.net.layout, V)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
         V = torch.as_tensor(np.ascontiguousarray(X), dtype=self.net.dtype, device=self.net.device)
@@ -299,10 +350,14 @@ class HessianOperator(LinearOperator):
 
 
 def hessian_operator(
-    net: TwoLayerNet, data: Dataset, batch_size: int | None = None
+    net: TwoLayerNet, data: Dataset, batch_size: int | None = None, cache: bool | None = None
 ) -> HessianOperator:
-    """The Hessian as a matrix-free :class:`HessianOperator` for scipy's Krylov solvers."""
-    return HessianOperator(net, data, batch_size)
+    """The Hessian as a matrix-free :class:`HessianOperator` for scipy's Krylov solvers.
+
+    ``cache``: keep the forward pass (True), stream it per product (False), or decide by
+    its size (None, :data:`CACHE_BYTES`).
+    """
+    return HessianOperator(net, data, batch_size, cache)
 
 
 @dataclass(frozen=True, eq=False)
