@@ -55,7 +55,7 @@ def test_help_lists_commands_and_examples() -> None:
 def test_diagnose_writes_report_and_json(files: dict[str, Path]) -> None:
     report = files["dir"] / "report"
     out = run("diagnose", str(files["saddle"]), str(files["data"]), "--out", str(report),
-              "--json", "-", "--escape-steps", "100")
+              "--json", "-", "--escape-steps", "100", "--trust-pickle")
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout)
     assert record["classification"]["kind"] == "strict saddle"
@@ -66,10 +66,11 @@ def test_diagnose_writes_report_and_json(files: dict[str, Path]) -> None:
 
 def test_compress_writes_a_smaller_model(files: dict[str, Path]) -> None:
     small = files["dir"] / "small.pt"
-    out = run("compress", str(files["saddle"]), str(files["data"]), "-o", str(small))
+    out = run("compress", str(files["saddle"]), str(files["data"]), "-o", str(small),
+              "--trust-pickle")  # saddle.pt is a whole pickled module
     assert out.returncode == 0, out.stderr
     assert "width 2 → 1" in out.stdout
-    net = sm.load_model(small).net
+    net = sm.load_model(small, trust_pickle=True).net
     assert net.width == 1
     torch.testing.assert_close(net(torch.tensor(X_WORKED)),
                                sm.TwoLayerNet([A], [[W]])(torch.tensor(X_WORKED)),
@@ -97,11 +98,14 @@ def test_demo_runs_and_writes_a_report(tmp_path: Path) -> None:
     [
         (lambda d: ["diagnose", str(d / "missing.pt"), str(d / "data.npz")], "missing.pt"),
         (lambda d: ["diagnose", str(d / "corrupt.pt"), str(d / "data.npz")], "corrupt.pt"),
-        (lambda d: ["diagnose", str(d / "deep.pt"), str(d / "data.npz")],
+        (lambda d: ["diagnose", str(d / "deep.pt"), str(d / "data.npz"), "--trust-pickle"],
          "not a two-layer network"),
-        (lambda d: ["diagnose", str(d / "elu.pt"), str(d / "data.npz")], "ELU"),
-        (lambda d: ["diagnose", str(d / "saddle.pt"), str(d / "bad.npz")], "samples"),
-        (lambda d: ["diagnose", str(d / "saddle.pt"), str(d / "nan.npz")], "NaN"),
+        (lambda d: ["diagnose", str(d / "elu.pt"), str(d / "data.npz"), "--trust-pickle"],
+         "ELU"),
+        (lambda d: ["diagnose", str(d / "saddle.pt"), str(d / "bad.npz"), "--trust-pickle"],
+         "samples"),
+        (lambda d: ["diagnose", str(d / "saddle.pt"), str(d / "nan.npz"), "--trust-pickle"],
+         "NaN"),
         (lambda d: ["branches", str(d / "moving.npz"), str(d / "data.npz"), "--width", "3"],
          "not a critical point"),
     ],
@@ -140,18 +144,19 @@ def test_sklearn_pickle_round_trip_through_compress(tmp_path: Path) -> None:
     (tmp_path / "mlp.pkl").write_bytes(pickle.dumps(mlp))
     np.savez(tmp_path / "d.npz", X=X, y=y)
     out = run("compress", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "-o",
-              str(tmp_path / "small.pkl"), "--tol", "1e-7")  # exact: the same outputs
+              str(tmp_path / "small.pkl"), "--tol", "1e-7",  # exact: the same outputs
+              "--trust-pickle")
     assert out.returncode == 0, out.stderr
     small = pickle.loads((tmp_path / "small.pkl").read_bytes())
     np.testing.assert_allclose(small.predict(X), mlp.predict(X), rtol=0, atol=1e-12)
     budget = run("compress", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "-o",
-                 str(tmp_path / "budget.pkl"), "--max-loss-increase", "0.05")
+                 str(tmp_path / "budget.pkl"), "--max-loss-increase", "0.05", "--trust-pickle")
     assert budget.returncode == 0, budget.stderr
     smaller = pickle.loads((tmp_path / "budget.pkl").read_bytes())
     mse = lambda model: float(np.mean((model.predict(X) - y) ** 2))  # noqa: E731
     assert mse(smaller) <= 1.05 * mse(mlp) + 1e-12
     diag = run("diagnose", str(tmp_path / "mlp.pkl"), str(tmp_path / "d.npz"), "--json", "-",
-               "--escape-steps", "0")
+               "--escape-steps", "0", "--trust-pickle")
     assert diag.returncode == 0, diag.stderr
     assert json.loads(diag.stdout)["model"]["width"] == 5
 

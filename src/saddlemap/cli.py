@@ -4,34 +4,150 @@ Every subcommand reads files, calls the library, writes JSON (and a report folde
 makes one) and prints a short summary.  Mistakes in the input end with one line on stderr and
 exit code 2.  Each subcommand imports the library modules it needs inside its own function
 (the one exception to top-level imports in the package): torch and matplotlib load only
-when a command needs them, so ``saddlemap --version`` starts at once.
+when a command needs them, so ``saddlemap --version``, ``--help`` and every argument error
+answer at once.
+
+Every option is checked while the arguments are parsed, before any file is read: numbers
+for their range (no NaN or infinity; counts are integers ≥ 0, widths ≥ 1), output folders
+for not being files, output files for a folder to go into and a suffix saddlemap writes.
+Model files are never unpickled without ``--trust-pickle``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .errors import SaddlemapError
 
 EXAMPLES = """examples:
   saddlemap demo --out saddlemap-demo
-  saddlemap diagnose model.pt data.npz --out report/
-  saddlemap diagnose mlp.pkl data.csv --target y --json -
-  saddlemap compress model.pt -o small.pt
+  saddlemap diagnose model.safetensors data.npz --out report/
+  saddlemap diagnose module.pt data.npz --trust-pickle   # a pickled module you trust
+  saddlemap diagnose mlp.skops data.csv --target y --json -
+  saddlemap compress model.safetensors data.npz -o small.safetensors
   saddlemap branches critical.npz data.npz --width 4
   saddlemap study run study.toml --db study.sqlite --workers 2
   saddlemap study summary study.sqlite --csv results/
 """
 
 
+#: The help of ``--trust-pickle``.
+TRUST_PICKLE_HELP = ("unpickle the model file where its format needs it (a whole torch module "
+                     "in .pt/.pth, a .pkl/.pickle/.joblib scikit-learn model, other types in "
+                     ".skops): unpickling runs code from the file; only for files you trust")
+
+#: The suffixes ``compress -o`` writes: scikit-learn's, then save_model's.
+ESTIMATOR_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib")
+NET_SUFFIXES = (".pt", ".pth", ".npz", ".safetensors")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``saddlemap diagnose: error: …``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the error in one line with where to read more, and exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------- option value checks
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An option type: an integer in [low, high]."""
+    span = f"an integer ≥ {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, below: float = math.inf) -> Callable[[str], float]:
+    """An option type: a finite number in [low, below) (no NaN, no infinity)."""
+    span = f"a finite number ≥ {low:g}" if below == math.inf else (
+        f"a finite number in [{low:g}, {below:g})")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value < below):
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    return parse
+
+
+def _folder(text: str) -> str:
+    """An option type: a folder to write into; it may not exist yet, but is not a file."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty folder name")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
+
+def _file(text: str) -> str:
+    """An option type: a file to write, in an existing folder, not a folder itself."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    if not path.resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the folder {path.parent} does not exist")
+    return text
+
+
+def _json_file(text: str) -> str:
+    """An option type: ``-`` (stdout) or a file to write, not a folder.
+
+    Its folder is checked with the other options (:func:`_check_json_folder`): it may be
+    the ``--out`` folder the command creates.
+    """
+    if text != "-" and (not text or Path(text).is_dir()):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    return text
+
+
+def _check_json_folder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fail at parsing unless ``--json``'s folder exists or is the ``--out`` folder to be made."""
+    where = getattr(args, "json", None)
+    if where is None or where == "-":
+        return
+    folder = Path(where).resolve().parent
+    out = getattr(args, "out", None)
+    if folder.is_dir() or (out is not None and folder == Path(out).resolve()):
+        return
+    prog = f"{parser.prog} {args.command}"
+    parser.exit(2, f"{prog}: error: argument --json: {where}: the folder {Path(where).parent} "
+                f"does not exist (see {prog} --help)\n")
+
+
+def _model_file(text: str) -> str:
+    """An option type: a model file to write, with a suffix saddlemap writes."""
+    suffix = Path(text).suffix.lower()
+    if suffix not in NET_SUFFIXES + ESTIMATOR_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: unsupported suffix {suffix!r}; expected one of {', '.join(NET_SUFFIXES)} "
+            f"(for scikit-learn models also {', '.join(ESTIMATOR_SUFFIXES)})"
+        )
+    return _file(text)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="saddlemap", description="Map the loss landscape of two-layer networks: "
         "critical points, minimal width, saddle branches and escapes.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -41,23 +157,27 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train a built-in teacher–student problem until it "
                           "stalls, then diagnose, escape and compress it")
-    demo.add_argument("--out", default="saddlemap-demo", help="report folder")
-    demo.add_argument("--seed", type=int, default=2, help="seed of the demo problem")
-    demo.add_argument("--json", help="also write the JSON report here ('-' for stdout)")
+    demo.add_argument("--out", type=_folder, default="saddlemap-demo", help="report folder")
+    demo.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=2,
+                      help="seed of the demo problem")
+    demo.add_argument("--json", type=_json_file,
+                      help="also write the JSON report here ('-' for stdout)")
 
     diag = sub.add_parser("diagnose", help="is a trained model at a saddle, and can it be "
                           "smaller?")
-    diag.add_argument("model", help="model file (.pt, .pth, .safetensors, .npz, .pkl)")
+    diag.add_argument("model", help="model file (.pt, .pth, .safetensors, .npz, .skops, .pkl)")
     diag.add_argument("data", help="data file (.npz with X and y, X.npy, or .csv)")
     _data_options(diag)
-    diag.add_argument("--out", help="write a report folder (JSON, Markdown, HTML, figures)")
-    diag.add_argument("--json", help="write the JSON report here ('-' for stdout)")
+    diag.add_argument("--out", type=_folder,
+                      help="write a report folder (JSON, Markdown, HTML, figures)")
+    diag.add_argument("--json", type=_json_file,
+                      help="write the JSON report here ('-' for stdout)")
     diag.add_argument("--no-refine", action="store_true",
                       help="do not refine a non-critical model (refinement is bounded)")
-    diag.add_argument("--escape-steps", type=int, default=1000,
+    diag.add_argument("--escape-steps", type=_int_in(0, 10**7), default=1000,
                       help="training steps after an escape (0: do not escape)")
     _budget_options(diag)
-    diag.add_argument("--weight-decay", type=float, metavar="λ",
+    diag.add_argument("--weight-decay", type=_float_in(0.0), metavar="λ",
                       help="analyse R + (λ/2)‖θ‖² over all parameters, as torch's weight_decay "
                       "(scikit-learn's alpha is read from the model)")
     diag.add_argument("--quiet", action="store_true", help="no progress display on stderr")
@@ -67,10 +187,11 @@ def _parser() -> argparse.ArgumentParser:
                           "exactly the same outputs (--tol, or no DATA)")
     comp.add_argument("model")
     comp.add_argument("data", nargs="?", help="data for the loss budget")
-    comp.add_argument("-o", "--output", required=True, help="where to write the model (.pt, "
-                      ".npz, .safetensors; .pkl for scikit-learn models)")
-    comp.add_argument("--tol", type=float, help="exact reduction with this equal-weight "
-                      "tolerance (default √ε·scale) instead of the loss budget")
+    comp.add_argument("-o", "--output", required=True, type=_model_file,
+                      help="where to write the model (.pt, .pth, .npz, .safetensors; for "
+                      "scikit-learn models .skops, or a pickle if you ask for .pkl)")
+    comp.add_argument("--tol", type=_float_in(0.0), help="exact reduction with this "
+                      "equal-weight tolerance (default √ε·scale) instead of the loss budget")
     _budget_options(comp)
     comp.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     _data_options(comp)
@@ -79,8 +200,9 @@ def _parser() -> argparse.ArgumentParser:
                         "width m")
     br.add_argument("model")
     br.add_argument("data")
-    br.add_argument("--width", type=int, required=True, help="m, the width to map")
-    br.add_argument("--json", help="write the branches as JSON here ('-' for stdout)")
+    br.add_argument("--width", type=_int_in(1), required=True, help="m, the width to map")
+    br.add_argument("--json", type=_json_file,
+                    help="write the branches as JSON here ('-' for stdout)")
     _data_options(br)
     _tolerance_options(br)
     study = sub.add_parser("study", help="teacher–student studies: how often training stalls "
@@ -90,22 +212,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--db", default="study.sqlite", help="SQLite results database")
     run.add_argument("--engine", choices=("process", "serial", "ray"), default="process")
-    run.add_argument("--workers", type=int, help="processes (default: all cores)")
+    run.add_argument("--workers", type=_int_in(1), help="processes (default: all cores)")
     run.add_argument("--address", help="Ray cluster address (with --engine ray)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     summ = study_sub.add_parser("summary", help="the table of a study's results")
     summ.add_argument("db")
-    summ.add_argument("--csv", help="export runs.csv and plateaus.csv into this folder")
-    summ.add_argument("--parquet", help="export Parquet files into this folder")
-    summ.add_argument("--plot", help="write the summary figure (PNG) here")
+    summ.add_argument("--csv", type=_folder,
+                      help="export runs.csv and plateaus.csv into this folder")
+    summ.add_argument("--parquet", type=_folder, help="export Parquet files into this folder")
+    summ.add_argument("--plot", type=_file, help="write the summary figure (PNG) here")
     return parser
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", dest="y_path", help="targets file when DATA is an X .npy")
     p.add_argument("--target", help="CSV column holding the targets (default: the last)")
-    p.add_argument("--activation", help="activation, for files that do not record one")
+    p.add_argument("--activation", help="activation, for files that do not record one (not "
+                   "for scikit-learn models or whole torch modules, which record theirs)")
     p.add_argument("--loss", help="mse, cross_entropy or bce (default: the model's)")
+    p.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
 
 
 #: The user-facing tolerances: (option, Tolerances field, help).
@@ -120,9 +245,9 @@ TOLERANCE_OPTIONS = (
 
 
 def _budget_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-loss-increase", type=float, default=0.01, metavar="F",
+    p.add_argument("--max-loss-increase", type=_float_in(0.0), default=0.01, metavar="F",
                    help="loss budget of the smaller model, relative (default 0.01 = 1 %%)")
-    p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+    p.add_argument("--finetune-steps", type=_int_in(0, 10**7), default=0, metavar="N",
                    help="fine-tune candidate widths N L-BFGS steps before judging them")
 
 
@@ -133,7 +258,8 @@ def _progress(args: argparse.Namespace) -> bool | None:
 def _tolerance_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("tolerances (written into every report)")
     for option, field, text in TOLERANCE_OPTIONS:
-        group.add_argument(option, dest=f"tol_{field}", type=float, metavar="X", help=text)
+        group.add_argument(option, dest=f"tol_{field}", type=_float_in(0.0, 1.0), metavar="X",
+                           help=text)
 
 
 def _tolerances(args: argparse.Namespace) -> Any:
@@ -146,7 +272,7 @@ def _tolerances(args: argparse.Namespace) -> Any:
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from .io import load_data, load_model
 
-    loaded = load_model(args.model, activation=args.activation)
+    loaded = load_model(args.model, activation=args.activation, trust_pickle=args.trust_pickle)
     if getattr(args, "data", None) is None:
         return loaded, None
     data = load_data(args.data, args.y_path, target=args.target, loss=args.loss or loaded.loss)
@@ -190,12 +316,16 @@ def _finish(rep: Any, out: str | None, json_path: str | None) -> None:
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from .diagnosis import compress
-    from .io import save_model
+    from .errors import OptionError
+    from .verdicts import ModelKind
 
     loaded, data = _load(args)
+    if args.output.lower().endswith(".skops") and loaded.kind is not ModelKind.SKLEARN:
+        raise OptionError(f"{args.output}: .skops is for scikit-learn models; this is a "
+                          f"{loaded.kind.value} model (write .pt, .npz or .safetensors)")
     out = compress(loaded, data, tol=args.tol, max_loss_increase=args.max_loss_increase,
                    finetune_steps=args.finetune_steps, progress=_progress(args))
-    _save_compressed(out, loaded, args.output, save_model)
+    _save_compressed(out, loaded, args.output)
     loss = "" if out.loss_after is None else (
         f"; R {out.loss_before:.6g} → {out.loss_after:.6g}")
     print(f"width {loaded.net.width} → {out.width}; parameters {out.params_before} → "
@@ -204,12 +334,16 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_compressed(out: Any, loaded: Any, path: str, save_model: Any) -> None:
-    """The smaller model in its own type (pickle for scikit-learn) and original dtype."""
-    if path.endswith((".pkl", ".joblib")):
-        import pickle
+def _save_compressed(out: Any, loaded: Any, path: str) -> None:
+    """The smaller model as the suffix says, in the original dtype.
 
-        Path(path).write_bytes(pickle.dumps(out.model))
+    ``.skops`` (scikit-learn) and the pickle suffixes, which only a user's ``-o`` asks for,
+    write the model in its own type; the others write the network with ``save_model``.
+    """
+    from .io import save_estimator, save_model
+
+    if path.lower().endswith(ESTIMATOR_SUFFIXES):
+        save_estimator(out.model, path)
     else:
         save_model(out.net.to(loaded.dtype), path)
 
@@ -280,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _check_json_folder(parser, args)
     if args.command is None:
         parser.print_help()
         return 2
