@@ -3,18 +3,22 @@
 :class:`PlateauMonitor` watches a training run, either as a callback of
 :func:`~saddlemap.train` or through :meth:`PlateauMonitor.observe` from any torch loop.  It
 records the loss, the gradient norm and the effective width (the width of
-:func:`~saddlemap.reduce` with a loose tolerance), detects plateaus of the loss, and at the end
-of each plateau refines the network to a nearby critical point and classifies it
-(docs/theory.md §9):
-a Saad–Solla plateau sits near a splitting branch of a narrower network's saddle, a
-channel to infinity looks like a plateau whose refinement runs off to large weights.
+:func:`~saddlemap.reduce` with a loose tolerance), detects plateaus of the loss, and for each
+plateau refines the network from the *middle* of the plateau to a nearby critical point of
+the trained parameters and classifies it (docs/theory.md §9): a Saad–Solla plateau sits near
+a splitting branch of a narrower network's saddle; a channel to infinity shows as a pair of
+neurons with equal input weights whose opposite output weights grow while R still falls.
+
+Every rule and threshold is in :class:`PlateauRules` (:attr:`PlateauMonitor.rules`), so a
+study can record what its verdicts were decided with.
 
 Cost: the loss and the gradient norm come free from the :class:`~saddlemap.TrainState`; the
 effective width is computed every ``every`` steps, by a vectorised check that no two neurons
 are within ``width_tol`` (and none is null), falling back to :func:`~saddlemap.reduce` (no
-rank check, ~20 ms at m = 100) only when some could merge.  Measured on d = 10, m = 100,
-n = 1000, erf, default gd (float64, one thread, refinement excluded): a training step takes
-about 3.4 ms and the monitor about 0.03–0.05 ms per step with ``every=10``, about 1 %.
+rank check, ~20 ms at m = 100) only when some could merge.  The snapshot buffer holds at
+most ``snapshots`` parameter vectors.  Measured on d = 10, m = 100, n = 1000, erf, default
+gd (float64, one thread, refinement excluded): a training step takes about 3.4 ms and the
+monitor about 0.03–0.05 ms per step with ``every=10``, about 1 %.
 
 >>> import saddlemap as sm
 >>> prob = sm.teacher_student(1, 2, d=2, n=13, activation="tanh")
@@ -28,29 +32,38 @@ True
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from .analysis import Analysis
 from .critical_points import CriticalPoint, find_critical_point
 from .data import Dataset
-from .derivatives import loss_and_gradient
+from .derivatives import gradient, hessian, loss, loss_and_gradient
 from .errors import OptionError
 from .network import TwoLayerNet
 from .reduction import default_tolerances, reduce
 from .saddles import classify
+from .spectral import Spectrum, dense_spectrum
 from .tolerances import Tolerances
-from .training import TrainState
-from .verdicts import Kind, NoteCode, PlateauVerdict
+from .training import TrainState, freeze_mask
+from .verdicts import Kind, PlateauVerdict
 
-__all__ = ["Plateau", "PlateauMonitor"]
+__all__ = ["Plateau", "PlateauMonitor", "PlateauRules"]
 
-#: Evidence of a critical point at infinity in a refinement that did not converge.
-_INFINITY_CODES = (
-    NoteCode.PARAMETERS_GREW, NoteCode.CHANNEL_PAIR, NoteCode.LARGE_WEIGHTS, NoteCode.AT_INFINITY,
-)
+#: Parameter blocks a trainer can freeze (see :func:`~saddlemap.freeze_mask`).
+_BLOCKS = ("a", "W", "b", "c")
+#: Most trained parameters the monitor's own (dense) subspace refinement handles.
+_DENSE_FREE_LIMIT = 3000
+#: Channel evidence: input weights "nearly equal" within this fraction of their norm (+1).
+_CHANNEL_CLOSE = 0.05
+#: Channel evidence: the pair's output weights grew by at least this factor.
+_CHANNEL_GROWTH = 1.5
 
 
 def _plainly_minimal(net: TwoLayerNet, tol: float) -> bool:
@@ -75,6 +88,77 @@ def _plainly_minimal(net: TwoLayerNet, tol: float) -> bool:
     return bool(float(dist.min()) > 2 * tol)
 
 
+# ------------------------------------------------------------------------------ rules
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_real(value: object, low: float, high: float = math.inf) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and low <= value <= high)
+
+
+@dataclass(frozen=True)
+class PlateauRules:
+    """The rules and thresholds of plateau detection and of the plateau verdict.
+
+    Detection.  With R₀ the first observed loss, step t is *on a plateau* when
+    R(t) ≥ ``floor`` · R₀ (below it the run is converged at the rounding floor, not
+    stalled) and the loss stalls relative to the drop so far:
+    R(t − window) − R(t) ≤ ``rtol`` · (R₀ − R(t)), R(t − window) being the loss at the
+    latest observed step ≤ t − window.  A run of ≥ ``min_length`` on-plateau steps t₀ … t₁
+    is a plateau candidate from t₀ − window to the first step after t₁; it becomes a
+    plateau only when the loss then *escapes*: within ``escape_steps`` steps of its end R
+    falls to ≤ (1 − ``drop``) · the plateau loss (R at the snapshot).  A candidate that
+    closes while an earlier one waits for its escape is merged with it.  A run still open
+    when training stops is a plateau only if its last window also stalled relative to R
+    itself (R(t − window) − R(t) ≤ rtol · R(t) at the last step): a run stuck to the end,
+    not a slow tail.
+
+    Verdict.  The snapshot is the stored state nearest the plateau's midpoint (at most
+    ``snapshots`` states are kept).  The refinement (at most ``max_iter`` Levenberg–Marquardt
+    iterations, on the trained coordinates only) is accepted when it converged, moved at
+    most ``max_distance`` · ‖θ_snapshot‖, and the loss at ``path_points`` evenly spaced points
+    of the straight path from snapshot to refined point never exceeds the plateau loss by
+    more than ``path_margin`` (relative).
+
+    >>> PlateauRules(window=20).to_dict()["escape_steps"]
+    1000
+    """
+
+    window: int = 100
+    rtol: float = 1e-3
+    min_length: int = 50
+    floor: float = 1e-10
+    drop: float = 0.5
+    escape_steps: int = 1000
+    max_distance: float = 0.1
+    path_margin: float = 0.01
+    path_points: int = 11
+    snapshots: int = 64
+    max_iter: int = 50
+
+    def __post_init__(self) -> None:
+        """Refuse numbers that are not numbers, negative, NaN, infinite or absurd."""
+        counts = {"window": 1, "min_length": 1, "escape_steps": 1, "path_points": 2,
+                  "snapshots": 4, "max_iter": 1}
+        for name, minimum in counts.items():
+            if not _is_int(getattr(self, name), minimum):
+                raise OptionError(f"{name} must be an integer ≥ {minimum}, "
+                                  f"got {getattr(self, name)!r}")
+        reals = {"rtol": (0.0, 1.0), "floor": (0.0, 0.5), "drop": (1e-6, 1.0 - 1e-6),
+                 "max_distance": (1e-12, 1e6), "path_margin": (0.0, 1e6)}
+        for name, (low, high) in reals.items():
+            if not _is_real(getattr(self, name), low, high):
+                raise OptionError(f"{name} must be a finite number in [{low:g}, {high:g}], "
+                                  f"got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rules as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+# -------------------------------------------------------------------------- results
 @dataclass(frozen=True, eq=False)
 class Plateau:
     """One plateau of the loss.
@@ -83,13 +167,26 @@ class Plateau:
         start: first step of the plateau.
         end: the step that closes it (the loss falls again there), or the last observed
             step when training stopped on the plateau.
-        loss: the loss at ``end``.
-        width: effective width at ``end`` (:func:`~saddlemap.reduce` with the monitor's
-            ``width_tol``).
+        loss: the plateau loss: R at the snapshot.
+        width: effective width at the snapshot (:func:`~saddlemap.reduce` with the
+            monitor's ``width_tol``).
         verdict: the :class:`~saddlemap.PlateauVerdict` (``NOT_REFINED`` when the monitor
             was built with ``refine=False``).
-        kind: the :class:`~saddlemap.Kind` of the refined point, if refined and converged.
-        critical_point: the refinement of the network at ``end``, if refined.
+        kind: the :class:`~saddlemap.Kind` of the refined point, if refined and converged;
+            with frozen parameters, its kind within the trained subspace (by the spectrum
+            of the trained block of the Hessian).
+        critical_point: the full-space refinement (no parameter frozen), if refined.
+        snapshot_step: the step of the snapshot (the stored state nearest the midpoint).
+        frozen: the parameter blocks held fixed; the point is critical in the subspace of
+            the others.
+        refined: the refined network, if refined.
+        grad_norm: ‖∇R‖ over the trained coordinates at the refined point.
+        spectrum: the spectrum of the trained block of the Hessian at the refined point
+            (subspace refinement only).
+        distance: ‖θ_refined − θ_snapshot‖ / ‖θ_snapshot‖.
+        max_path_loss: the largest R on the straight path from snapshot to refined point.
+        accepted: the refinement converged, near enough and without a loss barrier.
+        channel: the neuron pair that grows like a channel to infinity, if any.
     """
 
     start: int
@@ -99,6 +196,15 @@ class Plateau:
     verdict: PlateauVerdict
     kind: Kind | None
     critical_point: CriticalPoint | None
+    snapshot_step: int | None = None
+    frozen: tuple[str, ...] = ()
+    refined: TwoLayerNet | None = None
+    grad_norm: float | None = None
+    spectrum: Spectrum | None = None
+    distance: float | None = None
+    max_path_loss: float | None = None
+    accepted: bool = False
+    channel: tuple[int, int] | None = None
 
     @property
     def duration(self) -> int:
@@ -106,43 +212,215 @@ class Plateau:
         return self.end - self.start
 
 
+# ------------------------------------------------------------------------ snapshots
+class _Snapshots:
+    """Parameter vectors at strided steps, at most ``capacity`` of them.
+
+    When full, every other vector is dropped (the latest kept) and the stride doubles, so a
+    long plateau keeps states spread over all of it.  :meth:`trim` forgets states before a
+    step and restores the base stride (used between plateaus).
+    """
+
+    def __init__(self, capacity: int, base_stride: int) -> None:
+        self.capacity, self.base = capacity, base_stride
+        self.stride = base_stride
+        self.steps: list[int] = []
+        self.thetas: list[torch.Tensor] = []
+
+    def wants(self, step: int) -> bool:
+        return not self.steps or step - self.steps[-1] >= self.stride
+
+    def add(self, step: int, theta: torch.Tensor) -> None:
+        self.steps.append(step)
+        self.thetas.append(theta.detach().clone())
+        if len(self.steps) > self.capacity:
+            keep = list(range(len(self.steps) - 1, -1, -2))[::-1]
+            self.steps = [self.steps[i] for i in keep]
+            self.thetas = [self.thetas[i] for i in keep]
+            self.stride *= 2
+
+    def trim(self, before: int) -> None:
+        i = bisect.bisect_left(self.steps, before)
+        del self.steps[:i], self.thetas[:i]
+        self.stride = self.base
+
+    def nearest(self, step: int) -> tuple[int, torch.Tensor] | None:
+        if not self.steps:
+            return None
+        i = min(range(len(self.steps)), key=lambda j: abs(self.steps[j] - step))
+        return self.steps[i], self.thetas[i]
+
+
+@dataclass
+class _Candidate:
+    """A closed run of on-plateau steps waiting for the loss to escape."""
+
+    start: int
+    end: int
+    snap_step: int
+    snap_theta: torch.Tensor
+    snap_loss: float
+    template: TwoLayerNet
+
+
+# ----------------------------------------------------------------------- refinement
+@dataclass(frozen=True)
+class _Refinement:
+    net: TwoLayerNet
+    converged: bool
+    grad_norm: float
+    kind: Kind | None
+    spectrum: Spectrum | None = None
+    critical_point: CriticalPoint | None = None
+
+
+def _free_gradient(net: TwoLayerNet, data: Dataset, free: torch.Tensor) -> torch.Tensor:
+    return gradient(net, data)[free]
+
+
+def _lm_free(
+    net: TwoLayerNet, data: Dataset, free: torch.Tensor, tol: float, max_iter: int
+) -> tuple[torch.Tensor, bool]:
+    """Levenberg–Marquardt on ∇_free R = 0 with the frozen coordinates held fixed.
+
+    Each iteration solves (H_ff² + μI) s = −H_ff g_f by one eigendecomposition of the
+    trained block H_ff of the dense Hessian (μ = c‖g_f‖², c adapting like a trust region)
+    and accepts s when ‖g_f‖ falls.  Returns the flat θ and whether ‖g_f‖ ≤ ``tol``.
+    """
+    theta = net.flatten().clone()
+    g = _free_gradient(net, data, free)
+    c = 1.0
+    for _ in range(max_iter):
+        gn = float(torch.linalg.vector_norm(g))
+        if gn <= tol:
+            return theta, True
+        H = hessian(net.unflatten(theta), data)[free][:, free]
+        lam, V = torch.linalg.eigh(H)
+        gh = V.T @ g
+        for _ in range(40):
+            s = -V @ (lam / (lam * lam + c * gn * gn) * gh)
+            trial = theta.clone()
+            trial[free] += s
+            tg = _free_gradient(net.unflatten(trial), data, free)
+            if bool(torch.isfinite(tg).all()) and float(torch.linalg.vector_norm(tg)) < gn:
+                theta, g, c = trial, tg, max(c / 4, 1e-12)
+                break
+            c *= 4
+        else:
+            break  # no step lowers ‖g_f‖: gradient-flat or the rounding floor
+    return theta, float(torch.linalg.vector_norm(g)) <= tol
+
+
+def _subspace_kind(spec: Spectrum) -> Kind:
+    """Kind by the trained block's spectrum: negative → saddle, all positive → minimum."""
+    n_plus, n_zero, n_minus = spec.inertia if spec.inertia is not None else (0, 1, 0)
+    if n_minus > 0:
+        return Kind.STRICT_SADDLE
+    return Kind.LOCAL_MINIMUM if n_zero == 0 and n_plus > 0 else Kind.UNDETERMINED
+
+
+def _refine_subspace(
+    net: TwoLayerNet, data: Dataset, free: torch.Tensor, tolerances: Tolerances, max_iter: int
+) -> _Refinement:
+    """Refine ``net`` on its trained coordinates and classify it within that subspace."""
+    tol = Analysis(net, data, tolerances).grad_tol
+    theta, converged = _lm_free(net, data, free, tol, max_iter)
+    ref = net.unflatten(theta)
+    g = _free_gradient(ref, data, free)
+    if not converged:
+        return _Refinement(ref, False, float(torch.linalg.vector_norm(g)), None)
+    H = hessian(ref, data)[free][:, free]
+    zero = tolerances.resolved(net.dtype).zero_eig_value
+    spec = dense_spectrum(H, zero_rtol=zero)
+    return _Refinement(ref, True, float(torch.linalg.vector_norm(g)), _subspace_kind(spec), spec)
+
+
+def _refine_full(
+    net: TwoLayerNet, data: Dataset, tolerances: Tolerances, max_iter: int
+) -> _Refinement:
+    """Refine every parameter with :func:`~saddlemap.find_critical_point`; classify."""
+    cp = find_critical_point(net, data, tolerances=tolerances, max_iter=max_iter)
+    kind = classify(cp.net, data, tolerances=tolerances).kind if cp.converged else None
+    return _Refinement(cp.net, cp.converged, cp.grad_norm, kind, critical_point=cp)
+
+
+def _path_max_loss(a: torch.Tensor, b: torch.Tensor, template: TwoLayerNet, data: Dataset,
+                   points: int) -> float:
+    """The largest R at ``points`` evenly spaced points of the segment from a to b."""
+    return max(loss(template.unflatten(a + s * (b - a)), data)
+               for s in np.linspace(0.0, 1.0, points))
+
+
+def _channel_pair(snap: TwoLayerNet, ref: TwoLayerNet, snap_loss: float,
+                  ref_loss: float) -> tuple[int, int] | None:
+    """A pair of neurons that runs along a channel to infinity, or None.
+
+    Evidence, measured between snapshot and refined point: R still falls
+    (R_refined < R_snapshot); the two neurons' input weights are nearly equal
+    (‖w̃_k − w̃_j‖ ≤ 0.05 (1 + ‖w̃_k‖)); their output weights point in opposite directions
+    (cosine < −0.9); and together they grew by ≥ 1.5×.
+    """
+    if not ref_loss < snap_loss:
+        return None
+    w, a, a0 = ref.W_aug, ref.a, snap.a
+    norms = torch.linalg.vector_norm(a, dim=1)
+    norms0 = torch.linalg.vector_norm(a0, dim=1)
+    for k in range(ref.width):
+        for j in range(k + 1, ref.width):
+            close = float(torch.linalg.vector_norm(w[k] - w[j])) <= _CHANNEL_CLOSE * (
+                1 + float(torch.linalg.vector_norm(w[k])))
+            denom = float(norms[k] * norms[j])
+            opposite = denom > 0 and float(a[k] @ a[j]) / denom < -0.9
+            grew = float(norms[k] + norms[j]) >= _CHANNEL_GROWTH * float(norms0[k] + norms0[j])
+            if close and opposite and grew:
+                return k, j
+    return None
+
+
+# -------------------------------------------------------------------------- monitor
 class PlateauMonitor:
     """Detect loss plateaus during training and classify where they sit.
 
-    Detection rule.  Step t is *on a plateau* when the relative loss decrease over the last
-    ``window`` steps is below ``rtol``: R(t − window) − R(t) ≤ ``rtol`` · R(t), where
-    R(t − window) is the loss at the latest observed step ≤ t − window (steps earlier than
-    ``window`` after the first observation are never on a plateau).  A *plateau* is a
-    maximal run of on-plateau steps t₀ … t₁ with t₁ − t₀ + 1 ≥ ``min_length``; since the
-    test at t₀ already says the loss was flat since t₀ − window, the plateau's ``start`` is
-    t₀ − window (not before the first observation), and its ``end`` is the first step after
-    t₁, where the loss falls again (or the last step, at :meth:`finish`).  For a loss that is
-    exactly constant on [S, E] and falls by more than ``rtol`` per step outside, this gives
-    start = S and end = E + 1.
+    Detection and verdict follow :class:`PlateauRules` (the constructor's ``window``,
+    ``rtol``, ``min_length`` and the keyword options below; :attr:`rules` holds them all).
 
-    At the end of a plateau the network there is snapshotted; with ``refine``,
-    :func:`~saddlemap.find_critical_point` (50 iterations) refines it and
-    :func:`~saddlemap.classify` classifies the result.  Verdict: converged and a (strict or
-    non-strict) saddle whose reduction (tolerance ``width_tol``) is narrower than the
-    network → ``NARROWER_SADDLE`` (full width: ``SADDLE``); converged and a local minimum →
-    ``LOCAL_MINIMUM``; not converged with evidence of infinity (parameters that grew, a
-    diverging pair, weights above ``tolerances.weight_limit``) → ``CHANNEL_TO_INFINITY``;
-    otherwise ``NOT_NEAR_CRITICAL``.
+    Verdict, from the refinement of the mid-plateau snapshot on the trained coordinates
+    (every coordinate but the ``freeze`` blocks): accepted (converged, within
+    ``max_distance``, no loss barrier on the path) and a saddle whose reduction (tolerance
+    ``width_tol``) is narrower than the network → ``NARROWER_SADDLE`` (full width:
+    ``SADDLE``); accepted and a local minimum → ``LOCAL_MINIMUM``; accepted otherwise →
+    ``UNDETERMINED``; not accepted, with a neuron pair of nearly equal input weights whose
+    opposite output weights grew while R fell → ``CHANNEL_TO_INFINITY``; otherwise
+    ``NOT_NEAR_CRITICAL``.  The numbers (distance, largest path loss, ‖∇R‖ on the trained
+    coordinates) are on the :class:`Plateau`.  Decisions use codes and numbers only.
+
+    Without frozen parameters the refinement is :func:`~saddlemap.find_critical_point` and
+    the kind :func:`~saddlemap.classify`'s; with frozen ones the monitor runs
+    Levenberg–Marquardt on the trained block of the dense Hessian (at most 3000 trained
+    parameters, else ``NOT_REFINED``) and classifies by that block's spectrum.
 
     Args:
         data: the training data (the loss, gradient and refinement use it).
         window: steps over which the loss decrease is measured.
-        rtol: relative decrease below which a step is on a plateau.
+        rtol: stall threshold, relative to the loss drop so far.
         min_length: fewest on-plateau steps for a plateau.
         width_tol: equal-weight tolerance of the effective width (loose: neurons that are
             nearly identical count as one).
         every: compute the effective width every this many steps (forward-filled between).
-        refine: refine and classify the network at each plateau's end.
+        refine: refine and classify the network of each plateau.
         tolerances: the tolerances of the refinement and classification.
+        freeze: the blocks (``"a"``, ``"W"``, ``"b"``, ``"c"``) the trainer holds fixed.
+            None: inferred from the :class:`~saddlemap.TrainState` gradients (which
+            :func:`~saddlemap.train` zeroes on frozen coordinates): a block whose gradient
+            was exactly zero at every observed step is frozen; nothing is frozen for
+            :meth:`observe`.
+        floor, drop, escape_steps, max_distance, path_margin, path_points, snapshots,
+            max_iter: see :class:`PlateauRules` (``escape_steps`` None: 10 · window).
 
     Attributes:
-        plateaus: the closed plateaus, in order.
-        events: one log line per plateau start and end.
+        plateaus: the plateaus, in order.
+        events: one log line per plateau start and end (and per discarded candidate).
+        rules: the :class:`PlateauRules` in force.
 
     >>> mon = PlateauMonitor(Dataset(np.zeros((3, 1)), np.zeros(3)), window=2, min_length=3,
     ...                      refine=False)
@@ -164,11 +442,29 @@ class PlateauMonitor:
         every: int = 10,
         refine: bool = True,
         tolerances: Tolerances | None = None,
+        freeze: Sequence[str] | None = None,
+        floor: float = 1e-10,
+        drop: float = 0.5,
+        escape_steps: int | None = None,
+        max_distance: float = 0.1,
+        path_margin: float = 0.01,
+        path_points: int = 11,
+        snapshots: int = 64,
+        max_iter: int = 50,
     ) -> None:
-        if not all(isinstance(v, int) and v >= 1 for v in (window, min_length, every)):
-            raise OptionError("window, min_length and every must be integers ≥ 1")
-        if not all(isinstance(v, (int, float)) and 0 <= v < math.inf for v in (rtol, width_tol)):
-            raise OptionError("rtol and width_tol must be finite numbers ≥ 0")
+        if not _is_int(every, 1):
+            raise OptionError(f"every must be an integer ≥ 1, got {every!r}")
+        if not _is_real(width_tol, 0.0):
+            raise OptionError(f"width_tol must be a finite number ≥ 0, got {width_tol!r}")
+        if escape_steps is None and _is_int(window, 1):
+            escape_steps = 10 * window
+        self.rules = PlateauRules(
+            window=window, rtol=rtol, min_length=min_length, floor=floor, drop=drop,
+            escape_steps=escape_steps,  # type: ignore[arg-type]
+            max_distance=max_distance, path_margin=path_margin, path_points=path_points,
+            snapshots=snapshots, max_iter=max_iter,
+        )
+        self.freeze = None if freeze is None else self._check_freeze(freeze)
         self.tolerances = tolerances or Tolerances()
         self.data = data
         self.window, self.rtol, self.min_length = int(window), float(rtol), int(min_length)
@@ -183,14 +479,41 @@ class PlateauMonitor:
         self._run_start: int | None = None  # t₀ of the current on-plateau run
         self._run_length = 0
         self._announced = False
+        self._pending: _Candidate | None = None
+        self._snaps = _Snapshots(snapshots, max(1, math.ceil(2 * window / snapshots)))
+        self._zero_blocks: set[str] | None = None  # blocks with ∇ = 0 at every TrainState
         self._X = data.X
         self._last_model: TwoLayerNet | torch.nn.Module | None = None
+
+    @staticmethod
+    def _check_freeze(freeze: Sequence[str]) -> tuple[str, ...]:
+        names = (freeze,) if isinstance(freeze, str) else tuple(freeze)
+        if not all(isinstance(n, str) and n in _BLOCKS for n in names):
+            raise OptionError(f"freeze: names among 'a', 'W', 'b', 'c', got {freeze!r}")
+        return names
 
     # ------------------------------------------------------------------ observation
     def __call__(self, state: TrainState) -> bool | None:
         """Callback for :func:`~saddlemap.train`: observe the state; never stops training."""
+        if self.freeze is None:
+            self._note_zero_blocks(state.net, state.grad)
         self._record(state.step, state.net, state.loss, state.grad_norm)
         return None
+
+    def _note_zero_blocks(self, net: TwoLayerNet, grad: torch.Tensor) -> None:
+        """Keep the blocks whose gradient is exactly zero at every observed TrainState."""
+        present = [n for n in _BLOCKS if (n != "b" or net.b is not None)
+                   and (n != "c" or net.c is not None)]
+        zero = {n for n in present
+                if not bool(grad[freeze_mask(net, [n]) == 0].any())}
+        self._zero_blocks = zero if self._zero_blocks is None else self._zero_blocks & zero
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """The blocks held fixed: the ``freeze`` option, or those inferred so far."""
+        if self.freeze is not None:
+            return self.freeze
+        return tuple(n for n in _BLOCKS if n in (self._zero_blocks or set()))
 
     def observe(
         self,
@@ -241,74 +564,162 @@ class PlateauMonitor:
         self._step.append(step)
         self._loss.append(loss)
         self._grad.append(grad_norm)
-        if self._on_plateau(step, loss):
-            if self._run_start is None:
-                self._run_start, self._run_length = step, 0
-            self._run_length += 1
-            if self._run_length >= self.min_length and not self._announced:
-                self._announced = True
-                self.events.append(
-                    f"step {step}: plateau since step {self._plateau_start()} at loss {loss:.4g}"
-                )
+        if self._snaps.wants(step):
+            self._snaps.add(step, self._as_net(model).flatten())
+        drop = self._window_drop(step, loss)
+        r0 = self._loss[0]
+        if drop is not None and loss >= self.rules.floor * r0 and drop <= self.rtol * (r0 - loss):
+            self._extend_run(step, loss)
         elif self._run_start is not None:
-            self._close(step, model, loss)
+            self._close(step)
+        if self._run_start is None:
+            self._snaps.trim(step - self.window)
+        self._check_escape(step, loss)
 
-    def _on_plateau(self, step: int, loss: float) -> bool:
+    def _window_drop(self, step: int, loss: float) -> float | None:
+        """R(t − window) − R(t), or None before a full window or at a non-finite loss."""
         i = bisect.bisect_right(self._step, step - self.window) - 1
-        if i < 0 or not math.isfinite(loss):
-            return False
-        return self._loss[i] - loss <= self.rtol * loss
+        if i < 0 or not math.isfinite(loss) or not math.isfinite(self._loss[0]):
+            return None
+        return self._loss[i] - loss
+
+    def _extend_run(self, step: int, loss: float) -> None:
+        if self._run_start is None:
+            self._run_start, self._run_length = step, 0
+        self._run_length += 1
+        if self._run_length >= self.min_length and not self._announced:
+            self._announced = True
+            self.events.append(
+                f"step {step}: plateau since step {self._plateau_start()} at loss {loss:.4g}"
+            )
 
     def _plateau_start(self) -> int:
         assert self._run_start is not None
         return max(self._run_start - self.window, self._step[0])
 
-    def _close(self, step: int, model: TwoLayerNet | torch.nn.Module, loss: float) -> None:
+    def _loss_at(self, step: int) -> float:
+        return self._loss[bisect.bisect_right(self._step, step) - 1]
+
+    def _close(self, step: int) -> None:
+        """End the on-plateau run at ``step``: a long enough run becomes a candidate."""
         if self._run_length >= self.min_length:
             start = self._plateau_start()
-            plateau = self._analyse(start, step, self._as_net(model), loss)
-            self.plateaus.append(plateau)
-            self.events.append(
-                f"step {step}: plateau {start}–{step} ({plateau.duration} steps) ended at loss "
-                f"{loss:.4g}, width {plateau.width}: {plateau.verdict.value}"
-            )
+            if self._pending is not None:  # no escape since the last one: one plateau
+                start = self._pending.start
+            mid = (start + step) / 2
+            found = self._snaps.nearest(round(mid))
+            assert found is not None
+            snap_step, theta = found
+            if self._pending is not None and abs(self._pending.snap_step - mid) < abs(
+                    snap_step - mid):
+                snap_step, theta = self._pending.snap_step, self._pending.snap_theta
+            template = self._as_net(self._last_model)  # type: ignore[arg-type]
+            self._pending = _Candidate(start, step, snap_step, theta,
+                                       self._loss_at(snap_step), template)
         self._run_start, self._run_length, self._announced = None, 0, False
 
-    # ------------------------------------------------------------------- analysis
-    def _analyse(self, start: int, end: int, net: TwoLayerNet, loss: float) -> Plateau:
-        width = self._effective_width(net)
-        if not self.refine:
-            return Plateau(start, end, loss, width, PlateauVerdict.NOT_REFINED, None, None)
-        data = self.data.to(net.dtype, net.device)
-        try:
-            cp = find_critical_point(net, data, tolerances=self.tolerances, max_iter=50)
-            kind = classify(cp.net, data, tolerances=self.tolerances).kind if cp.converged else None
-        except Exception as exc:  # a failed refinement must not stop training
-            self.events.append(f"step {end}: refinement failed: {exc}")
-            return Plateau(start, end, loss, width, PlateauVerdict.NOT_NEAR_CRITICAL, None, None)
-        return Plateau(start, end, loss, width, self._verdict(cp, kind), kind, cp)
+    def _check_escape(self, step: int, loss: float) -> None:
+        """Confirm the candidate once R ≤ (1 − drop) R_plateau; drop it after escape_steps."""
+        cand = self._pending
+        if cand is None:
+            return
+        if loss <= (1 - self.rules.drop) * cand.snap_loss:
+            self._pending = None
+            self._confirm(cand)
+        elif step - cand.end > self.rules.escape_steps:
+            self._pending = None
+            self._discard(cand, step)
 
-    def _verdict(self, cp: CriticalPoint, kind: Kind | None) -> PlateauVerdict:
-        if cp.converged and kind is not None and kind.is_saddle:
-            narrower = self._effective_width(cp.net) < cp.net.width
+    def _discard(self, cand: _Candidate, step: int) -> None:
+        self.events.append(
+            f"step {step}: flat stretch {cand.start}–{cand.end} is no plateau: the loss did not "
+            f"fall below {(1 - self.rules.drop) * cand.snap_loss:.4g} after it"
+        )
+
+    def _confirm(self, cand: _Candidate) -> None:
+        plateau = self._analyse(cand)
+        self.plateaus.append(plateau)
+        self.events.append(
+            f"step {cand.end}: plateau {cand.start}–{cand.end} ({plateau.duration} steps) at "
+            f"loss {plateau.loss:.4g}, width {plateau.width}: {plateau.verdict.value}"
+        )
+
+    # ------------------------------------------------------------------- analysis
+    def _analyse(self, cand: _Candidate) -> Plateau:
+        snap = cand.template.unflatten(cand.snap_theta)
+        width = self._effective_width(snap)
+        base = Plateau(cand.start, cand.end, cand.snap_loss, width, PlateauVerdict.NOT_REFINED,
+                       None, None, snapshot_step=cand.snap_step, frozen=self.frozen)
+        if not self.refine:
+            return base
+        data = self.data.to(snap.dtype, snap.device)
+        try:
+            ref = self._refine(snap, data)
+        except Exception as exc:  # a failed refinement must not stop training
+            self.events.append(f"step {cand.end}: refinement failed: {exc}")
+            return dataclasses.replace(base, verdict=PlateauVerdict.NOT_NEAR_CRITICAL)
+        if ref is None:
+            self.events.append(f"step {cand.end}: more than {_DENSE_FREE_LIMIT} trained "
+                               "parameters with frozen ones: not refined")
+            return base
+        return self._judge(base, snap, ref, data)
+
+    def _refine(self, snap: TwoLayerNet, data: Dataset) -> _Refinement | None:
+        if not self.frozen:
+            return _refine_full(snap, data, self.tolerances, self.rules.max_iter)
+        free = (freeze_mask(snap, self.frozen) != 0).nonzero().flatten()
+        if free.numel() > _DENSE_FREE_LIMIT:
+            return None
+        return _refine_subspace(snap, data, free, self.tolerances, self.rules.max_iter)
+
+    def _judge(self, base: Plateau, snap: TwoLayerNet, ref: _Refinement, data: Dataset) -> Plateau:
+        """Acceptance numbers, channel evidence and the verdict (see the class docstring)."""
+        a, b = snap.flatten(), ref.net.flatten()
+        distance = float(torch.linalg.vector_norm(b - a)) / max(
+            float(torch.linalg.vector_norm(a)), 1e-300)
+        path = _path_max_loss(a, b, snap, data, self.rules.path_points)
+        accepted = (ref.converged and distance <= self.rules.max_distance
+                    and path <= base.loss * (1 + self.rules.path_margin))
+        channel = None if accepted else _channel_pair(snap, ref.net, base.loss,
+                                                      loss(ref.net, data))
+        return dataclasses.replace(
+            base, verdict=self._verdict(accepted, ref, channel), kind=ref.kind,
+            critical_point=ref.critical_point, refined=ref.net, grad_norm=ref.grad_norm,
+            spectrum=ref.spectrum, distance=distance, max_path_loss=path, accepted=accepted,
+            channel=channel,
+        )
+
+    def _verdict(self, accepted: bool, ref: _Refinement,
+                 channel: tuple[int, int] | None) -> PlateauVerdict:
+        if not accepted:
+            return (PlateauVerdict.NOT_NEAR_CRITICAL if channel is None
+                    else PlateauVerdict.CHANNEL_TO_INFINITY)
+        if ref.kind is not None and ref.kind.is_saddle:
+            narrower = self._effective_width(ref.net) < ref.net.width
             return PlateauVerdict.NARROWER_SADDLE if narrower else PlateauVerdict.SADDLE
-        if cp.converged and kind in (Kind.LOCAL_MINIMUM, Kind.GLOBAL_MINIMUM):
+        if ref.kind in (Kind.LOCAL_MINIMUM, Kind.GLOBAL_MINIMUM):
             return PlateauVerdict.LOCAL_MINIMUM
-        if cp.converged and kind is not Kind.NOT_CRITICAL:
-            return PlateauVerdict.UNDETERMINED
-        if not cp.converged and any(cp.has(code) for code in _INFINITY_CODES):
-            return PlateauVerdict.CHANNEL_TO_INFINITY
-        return PlateauVerdict.NOT_NEAR_CRITICAL
+        return PlateauVerdict.UNDETERMINED
 
     def finish(self) -> list[Plateau]:
-        """Close a plateau still open at the last observed step; return :attr:`plateaus`.
+        """Settle the open run and the waiting candidate; return :attr:`plateaus`.
 
-        Only the last observed step's loss and network are at hand, so the network for the
-        analysis is the one last passed in (for a torch module: its current state).
+        A candidate whose escape was not seen before training stopped is no plateau; a run
+        still open is one only when its last window also stalled relative to R itself (see
+        :class:`PlateauRules`), and then it ends at the last observed step.
         """
+        if self._pending is not None:
+            self._discard(self._pending, self._step[-1])
+            self._pending = None
         if self._run_start is not None and self._run_length >= self.min_length:
-            assert self._last_model is not None
-            self._close(self._step[-1], self._last_model, self._loss[-1])
+            drop = self._window_drop(self._step[-1], self._loss[-1])
+            stuck = drop is not None and drop <= self.rtol * self._loss[-1]
+            self._close(self._step[-1])
+            cand, self._pending = self._pending, None
+            if cand is not None and stuck:
+                self._confirm(cand)
+            elif cand is not None:
+                self._discard(cand, self._step[-1])
         self._run_start, self._run_length, self._announced = None, 0, False
         return self.plateaus
 
