@@ -179,6 +179,10 @@ def test_study_run_and_summary(tmp_path: Path) -> None:
     assert summary.returncode == 0, summary.stderr
     assert "erf" in summary.stdout and (tmp_path / "csv" / "runs.csv").exists()
     assert (tmp_path / "s.png").stat().st_size > 0
+    capped = run("study", "run", str(config), "--db", str(tmp_path / "y.sqlite"),
+                 "--max-runs", "3")  # 4 runs in the grid: refused before any work
+    assert capped.returncode == 2 and "max_runs" in capped.stderr, capped.stderr
+    assert not (tmp_path / "y.sqlite").exists()
     bad = tmp_path / "bad.toml"
     bad.write_text("[grid]\nwidth = [1]\nteacher_width = [2]\n")
     err = run("study", "run", str(bad), "--db", str(tmp_path / "x.sqlite"))

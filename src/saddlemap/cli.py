@@ -215,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_int_in(1), help="processes (default: all cores)")
     run.add_argument("--address", help="Ray cluster address (with --engine ray)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--max-runs", type=_int_in(1),
+                     help="allow more runs than 100,000 (or than the config's max_runs)")
     summ = study_sub.add_parser("summary", help="the table of a study's results")
     summ.add_argument("db")
     summ.add_argument("--csv", type=_folder,
@@ -385,13 +387,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     if args.study_command == "run":
         report = run_study(args.config, args.db, engine=args.engine, workers=args.workers,
-                           address=args.address, progress=not args.quiet)
+                           address=args.address, progress=not args.quiet,
+                           max_runs=args.max_runs)
+        others = f", {report.by_others} left to other runners" if report.by_others else ""
         print(f"{report.total} runs: {report.already_done} already done, {report.run_now} run "
-              f"now, {report.failed} failed; results in {args.db}")
+              f"now, {report.failed} failed{others}; results in {args.db}")
         return 1 if report.failed else 0
-    if not Path(args.db).is_file():
-        raise FileNotFoundError(f"{args.db}: no such study database")
-    summary = summarize(args.db)
+    summary = summarize(args.db)  # a missing or damaged database: a one-line StoreError
     print(summary.to_markdown())
     if args.csv:
         export_csv(args.db, args.csv)

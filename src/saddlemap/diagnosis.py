@@ -60,14 +60,15 @@ __all__ = ["SCHEMA_VERSION", "Compressed", "Report", "compress", "diagnose", "fl
 REFINE_ITERATIONS = 30
 
 
-def as_loaded(model: Any, activation: str | None = None) -> LoadedModel:
+def as_loaded(model: Any, activation: str | None = None, trust_pickle: bool = False
+              ) -> LoadedModel:
     """``model`` as a :class:`LoadedModel` (float64 network), loading it when needed."""
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, TwoLayerNet):
         return LoadedModel(model.to(torch.float64), ModelKind.NET, "mse", None, None, (),
                            dtype=model.dtype, device=model.device)
-    return load_model(model, activation=activation)
+    return load_model(model, activation=activation, trust_pickle=trust_pickle)
 
 
 def flops_per_sample(net: TwoLayerNet) -> int:
@@ -134,6 +135,7 @@ def compress(
     finetune_steps: int = 0,
     tolerances: Tolerances | None = None,
     progress: bool | None = False,
+    trust_pickle: bool = False,
 ) -> Compressed:
     """A smaller ``model`` in its own type: within a loss budget, or exactly.
 
@@ -142,12 +144,14 @@ def compress(
     ``max_loss_increase`` (relative) of the model's.  Without targets, or with ``tol``: the
     exact critical reduction (:func:`~saddlemap.reduce`, equal-weight tolerance ``tol``,
     inputs X alone serving as probe points), which keeps the output function.
+    ``trust_pickle`` lets a model file that needs unpickling load: that runs code from the
+    file, so only for files you trust (:func:`~saddlemap.load_model`).
 
     >>> out = compress(TwoLayerNet([0.3, 0.7], [[1.0], [1.0]]))
     >>> out.params_before, out.params_after, out.max_output_change < 1e-15
     (4, 2, True)
     """
-    loaded = as_loaded(model, activation)
+    loaded = as_loaded(model, activation, trust_pickle)
     net = loaded.net
     probes = None
     if data is not None and not isinstance(data, Dataset):
@@ -363,6 +367,7 @@ def diagnose(
     escape_steps: int = 1000,
     tolerances: Tolerances | None = None,
     progress: bool | None = False,
+    trust_pickle: bool = False,
 ) -> Report:
     """Diagnose a model on its data (see the module docstring).
 
@@ -384,6 +389,8 @@ def diagnose(
         escape_steps: training steps after an escape from a saddle (0 skips the escape).
         tolerances: the analysis tolerances (default :class:`~saddlemap.Tolerances`).
         progress: a progress bar on stderr (None: only on a terminal).
+        trust_pickle: unpickle a model file that needs it; this runs code from the file, so
+            only for files you trust.
     """
     if not (isinstance(escape_steps, int) and 0 <= escape_steps <= 10**7):
         raise OptionError(f"escape_steps must be an integer in [0, 1e7], got {escape_steps!r}")
@@ -393,7 +400,7 @@ def diagnose(
     if weight_decay is not None and not (isinstance(weight_decay, (int, float))
                                          and 0 <= weight_decay < math.inf):
         raise OptionError(f"weight_decay must be a finite number ≥ 0, got {weight_decay!r}")
-    loaded = as_loaded(model, activation)
+    loaded = as_loaded(model, activation, trust_pickle)
     data = _dataset(data, y, loss, loaded, weight_decay)
     stage = _Stages(progress)
     try:

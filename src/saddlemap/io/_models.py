@@ -258,6 +258,13 @@ def _read_torch_file(path: Path, activation: str | None, trust_pickle: bool) -> 
     obj = _torch_load(path, trust_pickle)
     if isinstance(obj, nn.Module):
         return _from_module(obj, path, activation)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        # saddlemap's own checkpoint: the state_dict and the activation's name
+        stored = obj.get("activation")
+        chosen, notes = choose_activation(path, activation,
+                                          stored if isinstance(stored, str) else None,
+                                          "in the checkpoint")
+        return _from_state_dict(obj["state_dict"], chosen, ModelKind.STATE_DICT, path, notes)
     if isinstance(obj, Mapping):
         return _from_state_dict(obj, activation, ModelKind.STATE_DICT, path, ())
     raise ModelError(f"{path}: holds a {type(obj).__name__}, expected an nn.Module or a state_dict")

@@ -31,11 +31,16 @@ def _write_npz(net: TwoLayerNet, path: Path) -> None:
 
 
 def _write_torch(net: TwoLayerNet, path: Path) -> None:
-    """``torch.save`` of the whole module ``net.to_torch()``."""
+    """``torch.save`` of ``{"state_dict": ..., "activation": name}``: tensors and strings only.
+
+    ``torch.load(path, weights_only=True)`` reads it without unpickling code, and
+    ``net.to_torch()``-shaped modules take ``load_state_dict(checkpoint["state_dict"])``.
+    """
+    state = {k: v.detach().cpu() for k, v in net.to_torch().state_dict().items()}
     try:
-        torch.save(net.to_torch().cpu(), path)
+        torch.save({"state_dict": state, "activation": activation_to_str(net.activation)}, path)
     except Exception as exc:
-        raise ModelError(f"{path}: cannot save the module: {one_line(exc)}") from exc
+        raise ModelError(f"{path}: cannot save the model: {one_line(exc)}") from exc
 
 
 def _write_safetensors(net: TwoLayerNet, path: Path) -> None:
@@ -62,8 +67,9 @@ def save_model(net: TwoLayerNet, path: PathLike) -> None:
 
     * ``.npz``: arrays ``a``, ``W``, ``b`` and ``c`` (when present) and the string
       ``activation``;
-    * ``.pt``/``.pth``: ``torch.save`` of ``net.to_torch()`` (a whole module: a pickle,
-      which :func:`load_model` reads back only with ``trust_pickle=True``);
+    * ``.pt``/``.pth``: ``torch.save`` of ``{"state_dict": ..., "activation": name}``, the
+      state_dict of ``net.to_torch()``: tensors and strings, read with
+      ``torch.load(weights_only=True)`` (no code runs);
     * ``.safetensors``: the state_dict of ``net.to_torch()``, the activation in the
       metadata key ``"activation"``.
 
