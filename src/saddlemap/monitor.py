@@ -106,14 +106,16 @@ class PlateauRules:
     R(t) ≥ ``floor`` · R₀ (below it the run is converged at the rounding floor, not
     stalled) and the loss stalls relative to the drop so far:
     R(t − window) − R(t) ≤ ``rtol`` · (R₀ − R(t)), R(t − window) being the loss at the
-    latest observed step ≤ t − window.  A run of ≥ ``min_length`` on-plateau steps t₀ … t₁
-    is a plateau candidate from t₀ − window to the first step after t₁; it becomes a
-    plateau only when the loss then *escapes*: within ``escape_steps`` steps of its end R
-    falls to ≤ (1 − ``drop``) · the plateau loss (R at the snapshot).  A candidate that
-    closes while an earlier one waits for its escape is merged with it.  A run still open
-    when training stops is a plateau only if its last window also stalled relative to R
-    itself (R(t − window) − R(t) ≤ rtol · R(t) at the last step): a run stuck to the end,
-    not a slow tail.
+    latest observed step ≤ t − window, while falling by at most ``rel_rtol`` · R(t) over the
+    window (a plateau may sink slowly; an exponential tail or an escape, falling by a fixed
+    fraction of R per window, is no plateau however small R is).  A run of ≥ ``min_length``
+    on-plateau steps t₀ … t₁ is a plateau candidate from t₀ − window to the first step
+    after t₁; it becomes a plateau only when the loss then *escapes*: within
+    ``escape_steps`` steps of its end R falls to ≤ (1 − ``drop``) · the plateau loss (R at
+    the snapshot).  A candidate that closes while an earlier one waits for its escape is
+    merged with it.  A run still open when training stops is a plateau only if its last
+    window also stalled relative to R itself (R(t − window) − R(t) ≤ rtol · R(t) at the
+    last step): a run stuck to the end, not a slow tail.
 
     Verdict.  The snapshot is the stored state nearest the plateau's midpoint (at most
     ``snapshots`` states are kept).  The refinement (at most ``max_iter`` Levenberg–Marquardt
@@ -128,6 +130,7 @@ class PlateauRules:
 
     window: int = 100
     rtol: float = 1e-3
+    rel_rtol: float = 0.1
     min_length: int = 50
     floor: float = 1e-10
     drop: float = 0.5
@@ -146,8 +149,9 @@ class PlateauRules:
             if not _is_int(getattr(self, name), minimum):
                 raise OptionError(f"{name} must be an integer ≥ {minimum}, "
                                   f"got {getattr(self, name)!r}")
-        reals = {"rtol": (0.0, 1.0), "floor": (0.0, 0.5), "drop": (1e-6, 1.0 - 1e-6),
-                 "max_distance": (1e-12, 1e6), "path_margin": (0.0, 1e6)}
+        reals = {"rtol": (0.0, 1.0), "rel_rtol": (0.0, 1.0), "floor": (0.0, 0.5),
+                 "drop": (1e-6, 1.0 - 1e-6), "max_distance": (1e-12, 1e6),
+                 "path_margin": (0.0, 1e6)}
         for name, (low, high) in reals.items():
             if not _is_real(getattr(self, name), low, high):
                 raise OptionError(f"{name} must be a finite number in [{low:g}, {high:g}], "
@@ -414,7 +418,7 @@ class PlateauMonitor:
             :func:`~saddlemap.train` zeroes on frozen coordinates): a block whose gradient
             was exactly zero at every observed step is frozen; nothing is frozen for
             :meth:`observe`.
-        floor, drop, escape_steps, max_distance, path_margin, path_points, snapshots,
+        rel_rtol, floor, drop, escape_steps, max_distance, path_margin, path_points, snapshots,
             max_iter: see :class:`PlateauRules` (``escape_steps`` None: 10 · window).
 
     Attributes:
@@ -443,6 +447,7 @@ class PlateauMonitor:
         refine: bool = True,
         tolerances: Tolerances | None = None,
         freeze: Sequence[str] | None = None,
+        rel_rtol: float = 0.1,
         floor: float = 1e-10,
         drop: float = 0.5,
         escape_steps: int | None = None,
@@ -459,7 +464,8 @@ class PlateauMonitor:
         if escape_steps is None and _is_int(window, 1):
             escape_steps = 10 * window
         self.rules = PlateauRules(
-            window=window, rtol=rtol, min_length=min_length, floor=floor, drop=drop,
+            window=window, rtol=rtol, rel_rtol=rel_rtol, min_length=min_length, floor=floor,
+            drop=drop,
             escape_steps=escape_steps,  # type: ignore[arg-type]
             max_distance=max_distance, path_margin=path_margin, path_points=path_points,
             snapshots=snapshots, max_iter=max_iter,
@@ -567,8 +573,7 @@ class PlateauMonitor:
         if self._snaps.wants(step):
             self._snaps.add(step, self._as_net(model).flatten())
         drop = self._window_drop(step, loss)
-        r0 = self._loss[0]
-        if drop is not None and loss >= self.rules.floor * r0 and drop <= self.rtol * (r0 - loss):
+        if drop is not None and self._stalled(loss, drop):
             self._extend_run(step, loss)
         elif self._run_start is not None:
             self._close(step)
@@ -582,6 +587,12 @@ class PlateauMonitor:
         if i < 0 or not math.isfinite(loss) or not math.isfinite(self._loss[0]):
             return None
         return self._loss[i] - loss
+
+    def _stalled(self, loss: float, drop: float) -> bool:
+        """Above the floor, stalled relative to the drop so far and at most sinking slowly."""
+        r0, rules = self._loss[0], self.rules
+        return (loss >= rules.floor * r0 and drop <= rules.rtol * (r0 - loss)
+                and drop <= rules.rel_rtol * loss)
 
     def _extend_run(self, step: int, loss: float) -> None:
         if self._run_start is None:

@@ -1,0 +1,149 @@
+"""Plateau verdicts that describe the plateau, and detection that matches a person's eye."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import saddlemap as sm
+from saddlemap import critical_points
+from saddlemap.monitor import PlateauMonitor, PlateauRules, _channel_pair
+from saddlemap.training import TrainState
+from saddlemap.verdicts import Note, NoteCode
+
+DUMMY = sm.Dataset(np.zeros((3, 1)), np.zeros(3))
+NET = sm.TwoLayerNet([1.0], [[0.5]])
+SS = {"window": 50, "rtol": 1e-2, "min_length": 25, "width_tol": 0.2, "every": 5}
+
+
+def _feed(losses: np.ndarray, **kwargs: object) -> PlateauMonitor:
+    mon = PlateauMonitor(DUMMY, refine=False, **kwargs)  # type: ignore[arg-type]
+    for t, value in enumerate(losses):
+        mon.observe(t, NET, loss=float(value), grad_norm=1.0)
+    mon.finish()
+    return mon
+
+
+_STATES: dict[str, tuple[sm.Dataset, list[TrainState]]] = {}
+
+
+def _committee() -> tuple[sm.Dataset, list[TrainState]]:
+    """Saad–Solla soft committee (erf, orthonormal teacher of width 2, a fixed to 1): states."""
+    if "run" not in _STATES:
+        prob = sm.teacher_student(2, 2, d=8, n=400, activation="erf", orthonormal=True,
+                                  init_scale=1e-2, seed=0)
+        student = prob.student.replace(a=torch.ones(2, 1, dtype=torch.float64))
+        states: list[TrainState] = []
+        sm.train(student, prob.data, steps=3000, lr=0.05, freeze=["a"], loss_tol=1e-5,
+                 callbacks=[states.append])  # type: ignore[list-item]
+        _STATES["run"] = (prob.data, states)
+    return _STATES["run"]
+
+
+def _replay(**kwargs: object) -> PlateauMonitor:
+    data, states = _committee()
+    mon = PlateauMonitor(data, **{**SS, **kwargs})  # type: ignore[arg-type]
+    for state in states:
+        mon(state)
+    mon.finish()
+    return mon
+
+
+def test_committee_plateau_mid_snapshot_frozen_split_saddle() -> None:
+    mon = _replay()
+    (p,) = mon.plateaus
+    assert p.verdict is sm.PlateauVerdict.NARROWER_SADDLE and p.accepted
+    assert p.snapshot_step is not None
+    assert abs(p.snapshot_step - (p.start + p.end) / 2) <= 0.05 * p.duration
+    assert p.frozen == ("a",) and p.kind is sm.Kind.STRICT_SADDLE
+    assert p.spectrum is not None and p.spectrum.min < 0  # in the trained subspace
+    ref = p.refined
+    assert ref is not None and torch.equal(ref.a, torch.ones_like(ref.a))
+    assert float((ref.W[0] - ref.W[1]).norm()) < 1e-6  # the split saddle
+    assert p.distance is not None and p.distance <= mon.rules.max_distance
+    assert p.max_path_loss is not None and p.max_path_loss <= p.loss * 1.01
+    # the same verdict when the frozen block is given rather than inferred
+    (q,) = _replay(freeze=("a",)).plateaus
+    assert q.verdict is p.verdict and q.snapshot_step == p.snapshot_step
+
+
+def test_refinement_too_far_is_not_near_critical() -> None:
+    (p,) = _replay(max_distance=1e-9).plateaus
+    assert p.verdict is sm.PlateauVerdict.NOT_NEAR_CRITICAL and not p.accepted
+    assert p.distance is not None and p.distance > 1e-9
+    assert p.max_path_loss is not None and np.isfinite(p.max_path_loss)
+
+
+def test_sensitivity_to_window_and_rtol() -> None:
+    verdicts = {
+        (w, r): [p.verdict for p in _replay(window=w, rtol=r, min_length=w // 2).plateaus]
+        for w in (25, 50, 100) for r in (5e-3, 1e-2, 2e-2)
+        if (w == 50 or r == 1e-2)
+    }
+    assert all(v == [sm.PlateauVerdict.NARROWER_SADDLE] for v in verdicts.values()), verdicts
+
+
+def test_converged_run_is_no_plateau() -> None:
+    steps = np.arange(3000)
+    losses = np.maximum(np.exp(-0.03 * steps), 1e-13)  # reaches the rounding floor, stays
+    assert _feed(losses, window=50, min_length=20).plateaus == []
+    prob = sm.teacher_student(1, 1, d=2, n=20, activation="tanh", seed=3)
+    mon = PlateauMonitor(prob.data, window=20, min_length=10)
+    run = sm.train(prob.student, prob.data, optimizer="lbfgs", steps=200, callbacks=[mon])
+    assert run.loss < 1e-10 * mon.history["loss"][0] and mon.finish() == []
+
+
+def test_slow_tail_is_no_plateau() -> None:
+    steps = np.arange(8000)
+    tail = 1.0 / (1 + 0.01 * steps)  # stalls relative to the drop so far, never drops again
+    mon = _feed(tail, window=100, rtol=1e-3, min_length=50)
+    assert mon.plateaus == []
+
+
+def test_sinking_plateau_at_two_percent_is_found() -> None:
+    loss, value = [], 1.0
+    for t in range(2000):
+        loss.append(value)
+        rate = 2e-4 if 400 <= t < 1400 else 0.01  # sinks ~2 % per window while at R ≈ 2 %
+        value *= 1 - rate
+    assert 0.015 < loss[1000] < 0.025
+    mon = _feed(np.array(loss), window=100, rtol=1e-2, min_length=50)
+    (p,) = mon.plateaus
+    assert 350 <= p.start <= 450 and 1350 <= p.end <= 1450
+    assert mon.rules.to_dict()["rtol"] == 1e-2
+
+
+def test_decisions_never_read_note_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    prob = sm.teacher_student(1, 3, d=2, n=20, activation="tanh", seed=1)
+
+    def run() -> list[tuple[sm.PlateauVerdict, sm.Kind | None]]:
+        mon = PlateauMonitor(prob.data, window=20, min_length=10, every=7, freeze=())
+        sm.train(prob.student, prob.data, steps=600, callbacks=[mon])
+        return [(p.verdict, p.kind) for p in mon.finish()]
+
+    before = run()
+    monkeypatch.setattr(critical_points, "Note", lambda code, text: Note(code, "xyzzy"))
+    assert run() == before
+
+
+def test_channel_evidence_needs_a_growing_opposite_pair() -> None:
+    snap = sm.TwoLayerNet([1.0, -1.0, 0.5], [[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
+    far = snap.replace(a=torch.tensor([[5.0], [-5.0], [0.5]], dtype=torch.float64))
+    assert _channel_pair(snap, far, 1.0, 0.9) == (0, 1)
+    assert _channel_pair(snap, far, 1.0, 1.1) is None  # R does not fall
+    assert _channel_pair(snap, snap, 1.0, 0.9) is None  # nothing grew
+    apart = far.replace(W=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+                                       dtype=torch.float64))
+    assert _channel_pair(snap, apart, 1.0, 0.9) is None  # input weights differ
+
+
+def test_bad_options_are_refused() -> None:
+    for bad in ({"rtol": float("nan")}, {"floor": -1.0}, {"drop": 1.0}, {"window": 0},
+                {"max_distance": float("inf")}, {"path_points": 1}, {"snapshots": True},
+                {"escape_steps": 0}, {"freeze": ("z",)}, {"width_tol": float("nan")}):
+        with pytest.raises(sm.OptionError):
+            PlateauMonitor(DUMMY, **bad)  # type: ignore[arg-type]
+    with pytest.raises(sm.OptionError):
+        PlateauRules(path_margin=-0.1)
+    assert NoteCode.CHANNEL_PAIR.value  # codes, not texts, carry the channel evidence
