@@ -115,14 +115,18 @@ def test_sinking_plateau_at_two_percent_is_found() -> None:
 
 
 def test_decisions_never_read_note_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    prob = sm.teacher_student(1, 3, d=2, n=20, activation="tanh", seed=1)
+    """The same verdicts when every note of the refinement says nonsense."""
+    prob = sm.teacher_student(2, 2, d=8, n=400, activation="erf", orthonormal=True,
+                              init_scale=1e-2, seed=0)
+    student = prob.student.replace(a=torch.ones(2, 1, dtype=torch.float64))
 
-    def run() -> list[tuple[sm.PlateauVerdict, sm.Kind | None]]:
-        mon = PlateauMonitor(prob.data, window=20, min_length=10, every=7, freeze=())
-        sm.train(prob.student, prob.data, steps=600, callbacks=[mon])
-        return [(p.verdict, p.kind) for p in mon.finish()]
+    def run() -> list[tuple[sm.PlateauVerdict, sm.Kind | None, float | None]]:
+        mon = PlateauMonitor(prob.data, **{**SS, "max_distance": 0.5})  # type: ignore[arg-type]
+        sm.train(student, prob.data, steps=450, lr=0.05, callbacks=[mon])  # a trained too
+        return [(p.verdict, p.kind, p.distance) for p in mon.finish()]
 
     before = run()
+    assert [v for v, _, _ in before] == [sm.PlateauVerdict.NARROWER_SADDLE]
     monkeypatch.setattr(critical_points, "Note", lambda code, text: Note(code, "xyzzy"))
     assert run() == before
 
