@@ -41,8 +41,9 @@ PUBLIC = {
     "escape", "EscapeResult",
     # applications
     "diagnose", "compress", "Report", "Compressed", "run_demo",
-    "load_model", "save_model", "load_data", "export_model", "LoadedModel",
-    "PlateauMonitor", "Plateau", "run_study", "summarize", "load_config", "StudyConfig",
+    "load_model", "save_model", "save_estimator", "load_data", "export_model", "LoadedModel",
+    "PlateauMonitor", "Plateau", "PlateauRules",
+    "run_study", "summarize", "load_config", "StudyConfig",
     # plots
     "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_residual_function",
     "plot_branch_hierarchy", "plot_training", "plot_plateaus", "save_report",

@@ -122,9 +122,17 @@ if TYPE_CHECKING:
     from .escapes import EscapeResult, escape
     from .branch_point import BranchPoint, nearest_branch_point
     # --- applications: loading, diagnosis, monitoring, studies, the demo
-    from .io import LoadedModel, export_model, load_data, load_model, save_model, sklearn_penalty
+    from .io import (
+        LoadedModel,
+        export_model,
+        load_data,
+        load_model,
+        save_estimator,
+        save_model,
+        sklearn_penalty,
+    )
     from .diagnosis import Compressed, Report, compress, diagnose
-    from .monitor import Plateau, PlateauMonitor
+    from .monitor import Plateau, PlateauMonitor, PlateauRules
     from .study import StudyConfig, load_config, run_study, summarize
     from .demo import run_demo
     # --- presentation: figures and reports
