@@ -170,9 +170,10 @@ def dense_spectrum(
     )
 
 
-#: A Lanczos spectrum's allowance, in units of one product's work n·m·(D + K): about 200
-#: products (a minute of one core) at d = 784, m = 256, n = 10⁴; small problems never reach it.
-SPECTRUM_WORK = 4e11
+#: A Lanczos spectrum's allowance, in units of one product's work n·m·(D + K): about 120
+#: products at d = 784, m = 256, n = 10⁴ and 320 at m = 1,000, n = 1,000 (under a minute of
+#: one core each); small problems never reach it.
+SPECTRUM_WORK = 2.5e11
 #: Products above which the allowance is no limit (ARPACK runs to convergence) ...
 UNLIMITED_MATVECS = 3000
 #: ... and below which it is not cut further.
