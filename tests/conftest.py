@@ -6,6 +6,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,14 @@ def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rtol: floa
     """
     scale = float(expected.abs().max()) if expected.numel() else 0.0
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1e-300))
+
+
+def feed_monitor(losses: np.ndarray, **kwargs: object) -> sm.PlateauMonitor:
+    """A PlateauMonitor (no refinement) fed a loss curve step by step, then finished."""
+    mon = sm.PlateauMonitor(sm.Dataset(np.zeros((3, 1)), np.zeros(3)), refine=False,
+                            **kwargs)  # type: ignore[arg-type]
+    net = sm.TwoLayerNet([1.0], [[0.5]])
+    for t, value in enumerate(losses):
+        mon.observe(t, net, loss=float(value), grad_norm=1.0)
+    mon.finish()
+    return mon

@@ -9,20 +9,12 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
+from conftest import feed_monitor
 
 import saddlemap as sm
 from saddlemap.monitor import Plateau, PlateauMonitor
 
 DUMMY = sm.Dataset(np.zeros((3, 1)), np.zeros(3))
-NET = sm.TwoLayerNet([1.0], [[0.5]])
-
-
-def _feed(losses: np.ndarray, **kwargs: object) -> PlateauMonitor:
-    mon = PlateauMonitor(DUMMY, refine=False, **kwargs)  # type: ignore[arg-type]
-    for t, value in enumerate(losses):
-        mon.observe(t, NET, loss=float(value), grad_norm=1.0)
-    mon.finish()
-    return mon
 
 
 def _staircase(edges: list[tuple[int, int]], total: int, rate: float = 0.01) -> np.ndarray:
@@ -37,7 +29,7 @@ def _staircase(edges: list[tuple[int, int]], total: int, rate: float = 0.01) -> 
 
 def test_constructed_plateaus_exact() -> None:
     edges = [(200, 500), (700, 1100)]
-    mon = _feed(_staircase(edges, 1400), window=50, rtol=1e-3, min_length=20)
+    mon = feed_monitor(_staircase(edges, 1400), window=50, rtol=1e-3, min_length=20)
     # The stall is measured against the drop so far (R0 − R): at R/R0 ≈ 2 % the five steps
     # of 1 % decrease next to the second flat stretch count as stalled too.
     assert [(p.start, p.end) for p in mon.plateaus] == [(200, 501), (695, 1106)]
@@ -49,18 +41,18 @@ def test_constructed_plateaus_exact() -> None:
 
 
 def test_plateau_open_at_finish_and_min_length() -> None:
-    mon = _feed(_staircase([(300, 10**6)], 600), window=50, min_length=20)
+    mon = feed_monitor(_staircase([(300, 10**6)], 600), window=50, min_length=20)
     # stalled relative to the drop so far one step into the flat stretch (at R/R0 ≈ 5 %)
     assert [(p.start, p.end) for p in mon.plateaus] == [(299, 599)]
     # a flat stretch shorter than window + min_length is no plateau
-    mon = _feed(_staircase([(300, 360)], 600), window=50, min_length=20)
+    mon = feed_monitor(_staircase([(300, 360)], 600), window=50, min_length=20)
     assert mon.plateaus == []
 
 
 def test_no_plateau_on_steady_decrease() -> None:
     steps = np.arange(3000)
-    assert _feed(np.exp(-0.001 * steps) + 0.0, window=100, rtol=1e-3).plateaus == []
-    assert _feed(1.0 / (1 + 0.01 * steps), window=100, rtol=1e-3).plateaus == []
+    assert feed_monitor(np.exp(-0.001 * steps) + 0.0, window=100, rtol=1e-3).plateaus == []
+    assert feed_monitor(1.0 / (1 + 0.01 * steps), window=100, rtol=1e-3).plateaus == []
 
 
 def test_callback_on_train_run() -> None:
@@ -141,7 +133,7 @@ def test_saad_solla_plateau() -> None:
 def test_plot_headless(tmp_path: object) -> None:
     import matplotlib.pyplot as plt
 
-    mon = _feed(_staircase([(200, 500)], 800), window=50, min_length=20)
+    mon = feed_monitor(_staircase([(200, 500)], 800), window=50, min_length=20)
     ax = sm.plot_plateaus(mon)
     path = tmp_path / "monitor.png"  # type: ignore[operator]
     ax.figure.savefig(path)

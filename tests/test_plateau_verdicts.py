@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import feed_monitor
 
 import saddlemap as sm
 from saddlemap import critical_points
@@ -13,16 +14,7 @@ from saddlemap.training import TrainState
 from saddlemap.verdicts import Note, NoteCode
 
 DUMMY = sm.Dataset(np.zeros((3, 1)), np.zeros(3))
-NET = sm.TwoLayerNet([1.0], [[0.5]])
 SS = {"window": 50, "rtol": 1e-2, "min_length": 25, "width_tol": 0.2, "every": 5}
-
-
-def _feed(losses: np.ndarray, **kwargs: object) -> PlateauMonitor:
-    mon = PlateauMonitor(DUMMY, refine=False, **kwargs)  # type: ignore[arg-type]
-    for t, value in enumerate(losses):
-        mon.observe(t, NET, loss=float(value), grad_norm=1.0)
-    mon.finish()
-    return mon
 
 
 _STATES: dict[str, tuple[sm.Dataset, list[TrainState]]] = {}
@@ -87,7 +79,7 @@ def test_sensitivity_to_window_and_rtol() -> None:
 def test_converged_run_is_no_plateau() -> None:
     steps = np.arange(3000)
     losses = np.maximum(np.exp(-0.03 * steps), 1e-13)  # reaches the rounding floor, stays
-    assert _feed(losses, window=50, min_length=20).plateaus == []
+    assert feed_monitor(losses, window=50, min_length=20).plateaus == []
     prob = sm.teacher_student(1, 1, d=2, n=20, activation="tanh", seed=3)
     mon = PlateauMonitor(prob.data, window=20, min_length=10)
     run = sm.train(prob.student, prob.data, optimizer="lbfgs", steps=200, callbacks=[mon])
@@ -97,7 +89,7 @@ def test_converged_run_is_no_plateau() -> None:
 def test_slow_tail_is_no_plateau() -> None:
     steps = np.arange(8000)
     tail = 1.0 / (1 + 0.01 * steps)  # stalls relative to the drop so far, never drops again
-    mon = _feed(tail, window=100, rtol=1e-3, min_length=50)
+    mon = feed_monitor(tail, window=100, rtol=1e-3, min_length=50)
     assert mon.plateaus == []
 
 
@@ -108,7 +100,7 @@ def test_sinking_plateau_at_two_percent_is_found() -> None:
         rate = 2e-4 if 400 <= t < 1400 else 0.01  # sinks ~2 % per window while at R ≈ 2 %
         value *= 1 - rate
     assert 0.015 < loss[1000] < 0.025
-    mon = _feed(np.array(loss), window=100, rtol=1e-2, min_length=50)
+    mon = feed_monitor(np.array(loss), window=100, rtol=1e-2, min_length=50)
     (p,) = mon.plateaus
     assert 350 <= p.start <= 450 and 1350 <= p.end <= 1450
     assert mon.rules.to_dict()["rtol"] == 1e-2

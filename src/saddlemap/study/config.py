@@ -465,21 +465,21 @@ def _parse_toml(text: str, path: Path) -> Any:
             raise ConfigError(
                 f"{path}: reading TOML on Python 3.10 needs tomli (pip install tomli)"
             ) from None
-    try:
-        return tomllib.loads(text)
-    except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
-        raise ConfigError(f"{path}: invalid TOML: {_first_line(exc)}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
+    return _parsed(tomllib.loads, text, path, "TOML")
 
 
 def _parse_json(text: str, path: Path) -> Any:
+    return _parsed(json.loads, text, path, "JSON")
+
+
+def _parsed(loads: Callable[[str], Any], text: str, path: Path, kind: str) -> Any:
+    """``loads(text)``, its failures as one-line ConfigErrors naming the file."""
     try:
-        return json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
-        raise ConfigError(f"{path}: invalid JSON: {_first_line(exc)}") from None
+        return loads(text)
+    except ValueError as exc:  # a decode error, or an integer too long to convert
+        raise ConfigError(f"{path}: invalid {kind}: {_first_line(exc)}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
+        raise ConfigError(f"{path}: invalid {kind}: nested too deeply") from None
 
 
 def _first_line(exc: BaseException) -> str:
