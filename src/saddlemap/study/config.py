@@ -53,6 +53,7 @@ from typing import Any
 
 from ..activations import available_activations
 from ..errors import SaddlemapError
+from ..monitor import PlateauRules
 
 __all__ = [
     "LIMITS",
@@ -92,6 +93,8 @@ class RunSpec:
         min_length: PlateauMonitor minimum plateau length.
         committee: the soft committee machine of Saad & Solla: an orthonormal teacher with
             unit output weights, and a student whose output weights are fixed at 1.
+        rules: further :class:`~saddlemap.PlateauRules` settings as sorted (name, value)
+            pairs (the config's ``[rules]`` table); empty: the defaults.
     """
 
     activation: str
@@ -109,15 +112,23 @@ class RunSpec:
     rtol: float
     min_length: int
     committee: bool = False
+    rules: tuple[tuple[str, Any], ...] = ()
 
     @property
     def ratio(self) -> float:
         """The overparameterisation ratio m / r*."""
         return self.width / self.teacher_width
 
+    def plateau_rules(self) -> PlateauRules:
+        """The :class:`~saddlemap.PlateauRules` of the run's monitor."""
+        return PlateauRules(window=self.window, rtol=self.rtol, min_length=self.min_length,
+                            **dict(self.rules))
+
     def to_dict(self) -> dict[str, Any]:
-        """The spec as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+        """The spec as a JSON-serialisable dict (``rules`` as a dict)."""
+        d = dataclasses.asdict(self)
+        d["rules"] = dict(self.rules)
+        return d
 
     def canonical_json(self) -> str:
         """The spec as canonical JSON (sorted keys, no spaces, floats as floats)."""
@@ -128,6 +139,8 @@ class RunSpec:
             d["lr"] = float(d["lr"])
         if not d["committee"]:
             del d["committee"]  # ids of ordinary runs do not depend on the option
+        if not d["rules"]:
+            del d["rules"]  # nor on default rules
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -138,7 +151,10 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
         """Rebuild a spec from :meth:`to_dict` output."""
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        values = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        if "rules" in values:
+            values["rules"] = tuple(sorted(dict(values["rules"]).items()))
+        return cls(**values)
 
 
 # ---------------------------------------------------------------------------- limits
