@@ -29,6 +29,7 @@ from saddlemap.study import (
     run_study,
     summarize,
 )
+from saddlemap.verdicts import PlateauVerdict
 
 SMALL_TOML = """
 steps = 200
@@ -310,15 +311,19 @@ def test_summary_numbers(tmp_path: Path) -> None:
     _fake_db(db)
     s = summarize(db)
     assert s.failed == 1
-    assert [(r.activation, r.ratio, r.runs) for r in s.rows] == [("tanh", 1.0, 2),
-                                                                  ("tanh", 2.0, 2)]
+    assert s.by == ("activation", "ratio")
+    assert [(*r.key, r.runs) for r in s.rows] == [("tanh", 1.0, 2), ("tanh", 2.0, 2)]
     one, two = s.rows
+    assert (one.plateaus, two.plateaus) == (1, 3)
     assert one.frac_narrower == 0.0 and two.frac_narrower == 1.0
-    assert one.mean_plateau_duration == 20.0 and two.mean_plateau_duration == 40.0
+    assert two.verdicts[PlateauVerdict.NARROWER_SADDLE].count == 2
+    assert (one.other.count, two.other.count) == (1, 1)  # "minimum", "other": no verdicts
+    assert one.mean_plateau_length == 20.0 and two.mean_plateau_length == 40.0
     assert math.isclose(one.mean_final_loss, 0.2) and math.isclose(two.mean_final_loss, 0.3)
     md = s.to_markdown()
-    assert md.splitlines()[0].startswith("| activation | m/r* |")
-    assert "| tanh | 2 | 2 | 1.00 | 40.0 |" in md
+    assert md.splitlines()[0].startswith("| activation | m/r* | runs | plateaus |")
+    assert "| tanh | 2 | 2 | 3 | 2 (0.67, 0.21–0.94) | 1 (0.33, 0.06–0.79) | 1.00 (0.34–1.00) " \
+           "| 40.0 |" in md
 
 
 def test_export_csv(tmp_path: Path) -> None:
@@ -363,7 +368,7 @@ def test_plot_summary(tmp_path: Path) -> None:
     db = tmp_path / "fake.db"
     _fake_db(db)
     ax = plot_summary(summarize(db))
-    assert len(ax.patches) == 2
+    assert len(ax.patches) == 4  # 2 groups × 2 verdicts found (narrower saddle, other)
 
 
 def test_saad_solla_study_measures_plateau_growth(tmp_path: Path) -> None:

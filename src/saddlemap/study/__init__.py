@@ -12,16 +12,20 @@ from .execution import Outcome, execute, run_one
 from .runner import StudyReport, run_study
 from .store import StudyStore
 from .summary import (
+    VERDICT_COLOURS,
     Summary,
     SummaryRow,
+    VerdictCount,
     export_csv,
     export_parquet,
     plot_summary,
     summarize,
+    wilson_interval,
 )
 
 __all__ = [
     "MAX_RUNS",
+    "VERDICT_COLOURS",
     "ConfigError",
     "Outcome",
     "ProcessEngine",
@@ -34,6 +38,7 @@ __all__ = [
     "StudyStore",
     "Summary",
     "SummaryRow",
+    "VerdictCount",
     "execute",
     "export_csv",
     "export_parquet",
@@ -43,4 +48,5 @@ __all__ = [
     "run_one",
     "run_study",
     "summarize",
+    "wilson_interval",
 ]
