@@ -28,10 +28,11 @@ and ‖∇R‖ is the norm over the free coordinates.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -234,6 +235,9 @@ class _Objective:
     template: TwoLayerNet
     data: Dataset
     mask: torch.Tensor
+    # the last state computed, keyed by the identity of its θ: gd's accepted trial step is
+    # the next state of the loop, so its forward and backward pass are not repeated
+    _last: list[tuple[torch.Tensor, TrainState]] = field(default_factory=list, compare=False)
 
     def loss(self, theta: torch.Tensor) -> float:
         if not bool(torch.isfinite(theta).all()):
@@ -241,10 +245,21 @@ class _Objective:
         return loss(self.template.unflatten(theta), self.data)
 
     def state(self, step: int, theta: torch.Tensor) -> TrainState:
+        if self._last and self._last[0][0] is theta:
+            return dataclasses.replace(self._last[0][1], step=step)
         net = self.template.unflatten(theta)
         value, grad = loss_and_gradient(net, self.data)
         grad = grad * self.mask
-        return TrainState(step, net, value, grad, float(torch.linalg.vector_norm(grad)))
+        state = TrainState(step, net, value, grad, float(torch.linalg.vector_norm(grad)))
+        self._last[:] = [(theta, state)]
+        return state
+
+    def trial_loss(self, theta: torch.Tensor) -> float:
+        """R(θ) of a trial point, through :meth:`state` so an accepted trial is reused."""
+        if not bool(torch.isfinite(theta).all()):
+            return math.inf
+        value = self.state(-1, theta).loss
+        return value if math.isfinite(value) else math.inf
 
 
 def _finite(state: TrainState) -> bool:
@@ -275,7 +290,7 @@ class _GradientDescent:
         allowed = state.loss + _ROUNDING_ULPS * eps * abs(state.loss)
         for halvings in range(_MAX_HALVINGS):
             candidate = theta - self.lr * state.grad
-            if self.objective.loss(candidate) <= allowed:
+            if self.objective.trial_loss(candidate) <= allowed:
                 return candidate
             self.lr /= 2
             if halvings == 0:  # re-estimate the curvature here, once per rejected step
