@@ -24,6 +24,30 @@ Every grid key and scalar is optional (defaults below); a scalar in place of a g
 stands for a one-element list.  :meth:`StudyConfig.runs` expands the grid into
 :class:`RunSpec` objects, each with a stable :attr:`RunSpec.run_id`.
 
+**Widths relative to the teacher.**  A ``width`` may be written in terms of the teacher width
+r*: ``"r"``, ``"r+1"``, ``"2r"``, ``"4r"``, ``"2r-1"`` (an integer is an absolute width).  The
+grid is checked per cell: a cell whose width is below its teacher width is left out (the file
+is refused only when no cell remains), and a cell whose widths coincide (``"r+1"`` and
+``"2r"`` at r* = 1) is run once.
+
+**Arms.**  ``[[arm]]`` tables run several grids from one file: each arm takes the top-level
+grid and scalars and replaces the keys it names (grid keys, ``committee`` and ``steps``), e.g.
+a Saad–Solla committee arm beside the main grid::
+
+    [[arm]]
+    name = "main"
+
+    [[arm]]
+    name = "committee"
+    committee = true
+    activation = ["erf"]
+    teacher_width = [2, 3]
+
+**Plateau rules.**  A ``[rules]`` table sets any :class:`~saddlemap.PlateauRules` field
+(``rel_rtol``, ``floor``, ``drop``, ``escape_steps``, ``max_distance``, ``path_margin``, …);
+``window``, ``rtol`` and ``min_length`` may sit there or at the top level, not both.  Values
+equal to the defaults are dropped, so they do not change run ids.
+
 Every number is checked before any work: integers must be integers, reals finite, and each
 lies in a range (:data:`LIMITS`; e.g. ``steps`` ≤ 10⁶, ``width`` ≤ 10⁴, ``lr`` ≤ 10⁶); a run
 may hold at most :data:`MAX_RUN_VALUES` data and hidden values (n · (d + width)).  The grid
@@ -46,6 +70,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +145,13 @@ class RunSpec:
         return self.width / self.teacher_width
 
     def plateau_rules(self) -> PlateauRules:
-        """The :class:`~saddlemap.PlateauRules` of the run's monitor."""
+        """The :class:`~saddlemap.PlateauRules` of the run's monitor.
+
+        ``escape_steps`` defaults to 10 · window, as in :class:`~saddlemap.PlateauMonitor`.
+        """
+        rules = {"escape_steps": 10 * self.window, **dict(self.rules)}
         return PlateauRules(window=self.window, rtol=self.rtol, min_length=self.min_length,
-                            **dict(self.rules))
+                            **rules)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a JSON-serialisable dict (``rules`` as a dict)."""
@@ -260,6 +289,46 @@ def _choice(choices: Callable[[], list[str]] | tuple[str, ...]) -> Callable[[str
     return check
 
 
+_RELATIVE = re.compile(r"^\s*(\d{1,6})?\s*\*?\s*r\s*(?:([+-])\s*(\d{1,6}))?\s*$")
+
+
+def _width(key: str, v: Any) -> int | str:
+    """An absolute width, or a width relative to r* (``"r"``, ``"r+1"``, ``"2r"``, …)."""
+    if isinstance(v, str):
+        match = _RELATIVE.match(v.lower())
+        if match is None:
+            raise ConfigError(f"{key}: expected an integer or a width in terms of r* such as "
+                              f"'r', 'r+1', '2r', '4r', got {_show(v)}")
+        return "".join(v.lower().split()).replace("*", "")
+    return _limited_int("width")(key, v)
+
+
+def resolve_width(width: int | str, teacher_width: int) -> int:
+    """The absolute width of a grid width at teacher width r*.
+
+    >>> [resolve_width(w, 3) for w in (5, "r", "r+1", "2r", "4r-2")]
+    [5, 3, 4, 6, 10]
+    """
+    if not isinstance(width, str):
+        return int(width)
+    match = _RELATIVE.match(width)
+    if match is None:
+        raise ConfigError(f"grid.width: not a width in terms of r*: {_show(width)}")
+    factor, sign, offset = match.groups()
+    shift = int(offset or 0) * (-1 if sign == "-" else 1)
+    return int(factor or 1) * teacher_width + shift
+
+
+def _cell_widths(widths: tuple[int | str, ...], teacher_width: int) -> list[int]:
+    """The distinct widths of a cell at teacher width r*, those below r* left out."""
+    out: list[int] = []
+    for w in widths:
+        m = resolve_width(w, teacher_width)
+        if m >= teacher_width and m not in out:
+            out.append(m)
+    return out
+
+
 def _lr(key: str, v: Any) -> float | None:
     if v is None or (isinstance(v, str) and v.lower() == "auto"):
         return None
@@ -275,7 +344,7 @@ def _bool(key: str, v: Any) -> bool:
 _GRID: dict[str, tuple[Callable[[str, Any], Any], tuple[Any, ...]]] = {
     "activation": (_choice(available_activations), ("erf",)),
     "teacher_width": (_limited_int("teacher_width"), (2,)),
-    "width": (_limited_int("width"), (4,)),
+    "width": (_width, (4,)),
     "d": (_limited_int("d"), (10,)),
     "n": (_limited_int("n"), (500,)),
     "noise": (_limited_real("noise", positive=False), (0.0,)),
@@ -344,7 +413,8 @@ def _max_runs(raw: Mapping[str, Any], override: int | None) -> int:
 
 
 def _check_run_size(kwargs: Mapping[str, Any]) -> None:
-    n, d, width = max(kwargs["n"]), max(kwargs["d"]), max(kwargs["width"])
+    n, d = max(kwargs["n"]), max(kwargs["d"])
+    width = max(resolve_width(w, r) for w in kwargs["width"] for r in kwargs["teacher_width"])
     if n * (d + width) > MAX_RUN_VALUES:
         raise ConfigError(
             f"grid.n: a run with n = {n}, d = {d}, width = {width} holds n·(d + width) = "
@@ -353,10 +423,17 @@ def _check_run_size(kwargs: Mapping[str, Any]) -> None:
 
 
 def _check_widths(kwargs: Mapping[str, Any]) -> None:
-    if min(kwargs["width"]) < max(kwargs["teacher_width"]):
+    for r in kwargs["teacher_width"]:
+        for w in kwargs["width"]:
+            m = resolve_width(w, r)
+            if m > LIMITS["width"][1]:
+                raise ConfigError(f"grid.width: {_show(w)} at teacher_width {r} is {m}, "
+                                  f"above the limit of {LIMITS['width'][1]:.0f}")
+    if not any(_cell_widths(kwargs["width"], r) for r in kwargs["teacher_width"]):
         raise ConfigError(
-            f"grid.width: every width must be ≥ every teacher_width, got width "
-            f"{min(kwargs['width'])} < teacher_width {max(kwargs['teacher_width'])}"
+            f"grid.width: no cell has width ≥ teacher_width (widths "
+            f"{_show(list(kwargs['width']))}, teacher widths "
+            f"{_show(list(kwargs['teacher_width']))})"
         )
 
 
@@ -364,10 +441,11 @@ def _check_keys(raw: Any) -> Mapping[str, Any]:
     """The raw document's grid table, once the document's and the grid's keys are known."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config: expected a table/object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - {"grid", "max_runs", *_SCALARS}, key=str)
+    unknown = sorted(set(raw) - {"grid", "max_runs", "rules", "arm", *_SCALARS}, key=str)
     if unknown:
         raise ConfigError(
-            f"unknown key {_name(unknown[0])!r}; expected grid, max_runs, {', '.join(_SCALARS)}"
+            f"unknown key {_name(unknown[0])!r}; expected grid, rules, arm, max_runs, "
+            f"{', '.join(_SCALARS)}"
         )
     grid = raw.get("grid", {})
     if not isinstance(grid, Mapping):
@@ -380,18 +458,90 @@ def _check_keys(raw: Any) -> Mapping[str, Any]:
     return grid
 
 
+_RULE_SCALARS = ("window", "rtol", "min_length")
+_ARM_KEYS = ("name", "committee", "steps", *_GRID, "seeds")
+
+
+def _rules(raw: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """The ``[rules]`` table: (window/rtol/min_length found there, the other non-defaults)."""
+    table = raw.get("rules", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"rules: expected a table, got {_show(table)}")
+    fields = {f.name: f.default for f in dataclasses.fields(PlateauRules)}
+    unknown = sorted(set(table) - set(fields), key=str)
+    if unknown:
+        raise ConfigError(f"rules.{_name(unknown[0])}: unknown rule; expected "
+                          f"{', '.join(fields)}")
+    for key in _RULE_SCALARS:
+        if key in table and key in raw:
+            raise ConfigError(f"rules.{key}: also given at the top level; give it once")
+    for key, value in table.items():  # PlateauRules checks ranges; the type is checked here
+        if isinstance(value, bool) or not _is_real(value):
+            raise ConfigError(f"rules.{key}: expected a finite number, got {_show(value)}")
+    try:
+        PlateauRules(**table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"rules: {_first_line(exc)}") from None
+    scalars = {k: v for k, v in table.items() if k in _RULE_SCALARS}
+    others = tuple(sorted((k, v) for k, v in table.items()
+                          if k not in _RULE_SCALARS and v != fields[k]))
+    return scalars, others
+
+
+def _arms(raw: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The ``[[arm]]`` tables (keys checked, names unique), or [] when there are none."""
+    arms = raw.get("arm", [])
+    if isinstance(arms, Mapping):
+        arms = [arms]
+    if not isinstance(arms, list) or not all(isinstance(a, Mapping) for a in arms):
+        raise ConfigError(f"arm: expected [[arm]] tables, got {_show(arms)}")
+    names = []
+    for i, arm in enumerate(arms):
+        unknown = sorted(set(arm) - set(_ARM_KEYS), key=str)
+        if unknown:
+            raise ConfigError(f"arm[{i}].{_name(unknown[0])}: unknown key; expected "
+                              f"{', '.join(_ARM_KEYS)}")
+        name = arm.get("name", f"arm{i}")
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise ConfigError(f"arm[{i}].name: expected a short name, got {_show(name)}")
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"arm: duplicate names in {_show(names)}")
+    return list(arms)
+
+
+def _arm_document(raw: Mapping[str, Any], arm: Mapping[str, Any]) -> dict[str, Any]:
+    """The document of one arm: the top level with the arm's keys replaced."""
+    doc = {k: v for k, v in raw.items() if k not in ("arm", "max_runs")}
+    grid = dict(raw.get("grid", {}))
+    for key, value in arm.items():
+        if key in _GRID or key == "seeds":
+            grid[key] = value
+        elif key != "name":
+            doc[key] = value
+    doc["grid"] = grid
+    return doc
+
+
+def _grid_count(raw: Mapping[str, Any]) -> int:
+    grid = raw.get("grid", {})
+    return math.prod(_axis_length(key, grid[key]) if key in grid else 1
+                     for key in (*_GRID, "seeds"))
+
+
 @dataclass(frozen=True)
 class StudyConfig:
-    """A validated study: the grid values (tuples) and the shared scalars.
+    """A validated study: the grid values (tuples), the shared scalars, rules and arms.
 
     Build one with :func:`load_config` or :meth:`from_dict`; :meth:`runs` expands it.
     ``max_runs`` is the most runs :meth:`runs` expands (a safety limit, not part of the
-    study: it does not enter run ids or the stored config).
+    study: it does not enter run ids or the stored config).  With ``arms`` (name, config),
+    the study is the union of the arms' runs and the top-level grid is only their base.
     """
 
     activation: tuple[str, ...] = ("erf",)
     teacher_width: tuple[int, ...] = (2,)
-    width: tuple[int, ...] = (4,)
+    width: tuple[int | str, ...] = (4,)
     d: tuple[int, ...] = (10,)
     n: tuple[int, ...] = (500,)
     noise: tuple[float, ...] = (0.0,)
@@ -404,53 +554,89 @@ class StudyConfig:
     rtol: float = 1e-3
     min_length: int = 50
     committee: bool = False
+    rules: tuple[tuple[str, Any], ...] = ()
+    arms: tuple[tuple[str, StudyConfig], ...] = ()
     max_runs: int = MAX_RUNS
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, max_runs: int | None = None) -> StudyConfig:
         """Validate a parsed TOML/JSON document and build the config.
 
-        The grid is counted (the product of its list lengths) before anything is expanded.
+        The grid is counted (the product of its list lengths, summed over the arms) before
+        anything is expanded.
 
         Args:
-            raw: the document: a ``grid`` table, the scalars, optionally ``max_runs``.
+            raw: the document: a ``grid`` table, the scalars, optionally ``rules``, ``arm``
+                and ``max_runs``.
             max_runs: the most runs allowed; overrides the document's ``max_runs`` (default
                 :data:`MAX_RUNS`, 100,000).
 
         Raises:
             ConfigError: unknown keys, wrong types, empty lists, a number out of its range
-                (:data:`LIMITS`), NaN or infinity, width < teacher_width, a run too large
-                (:data:`MAX_RUN_VALUES`), more runs than ``max_runs``, an unknown activation
-                or optimizer; the message names the key and the value.
+                (:data:`LIMITS`), NaN or infinity, no cell with width ≥ teacher_width, a run
+                too large (:data:`MAX_RUN_VALUES`), more runs than ``max_runs``, an unknown
+                activation, optimizer or rule; the message names the key and the value.
         """
-        grid = _check_keys(raw)
+        _check_keys(raw)
         limit = _max_runs(raw, max_runs)
-        count = 1
-        for key in (*_GRID, "seeds"):
-            count *= _axis_length(key, grid[key]) if key in grid else 1
-        _check_count(count, limit)
+        arms = _arms(raw)
+        documents = [_arm_document(raw, arm) for arm in arms]
+        _check_count(sum(_grid_count(doc) for doc in documents) or _grid_count(raw), limit)
+        base = cls._single(raw, limit)
+        built = []
+        for i, (arm, doc) in enumerate(zip(arms, documents, strict=True)):
+            try:
+                built.append((str(arm.get("name", f"arm{i}")), cls._single(doc, limit)))
+            except ConfigError as exc:
+                raise ConfigError(f"arm {arm.get('name', i)!s}: {exc}") from None
+        return dataclasses.replace(base, arms=tuple(built))
+
+    @classmethod
+    def _single(cls, raw: Mapping[str, Any], limit: int) -> StudyConfig:
+        """The config of one grid (no arms)."""
+        grid = _check_keys(raw)
+        rule_scalars, rules = _rules(raw)
         kwargs: dict[str, Any] = {}
         for key, (check, default) in _GRID.items():
             kwargs[key] = _grid_list(key, grid[key], check) if key in grid else default
         kwargs["seeds"] = _seeds(grid["seeds"]) if "seeds" in grid else (0,)
+        scalars = {**raw, **rule_scalars}
         for key, (scheck, sdefault) in _SCALARS.items():
-            kwargs[key] = scheck(key, raw[key]) if key in raw else sdefault
+            kwargs[key] = scheck(key, scalars[key]) if key in scalars else sdefault
         _check_widths(kwargs)
         _check_run_size(kwargs)
-        return cls(**kwargs, max_runs=limit)
+        return cls(**kwargs, rules=rules, max_runs=limit)
 
     @property
     def n_runs(self) -> int:
-        """The number of runs: the product of the grid's list lengths."""
-        return math.prod(len(getattr(self, key)) for key in (*_GRID, "seeds"))
+        """The number of runs: per cell of (teacher width, width ≥ it) the other axes' product.
+
+        With arms, the sum over the arms (a run two arms share counts twice here and runs
+        once).
+        """
+        if self.arms:
+            return sum(arm.n_runs for _, arm in self.arms)
+        others = math.prod(len(getattr(self, key)) for key in (*_GRID, "seeds")
+                           if key not in ("teacher_width", "width"))
+        cells = sum(len(_cell_widths(self.width, r)) for r in self.teacher_width)
+        return others * cells
 
     def to_dict(self) -> dict[str, Any]:
         """The config in the file layout (``grid`` table plus scalars), JSON-serialisable.
 
-        ``max_runs`` is included only where it differs from :data:`MAX_RUNS`.
+        ``rules`` and ``arm`` appear when set, ``max_runs`` only where it differs from
+        :data:`MAX_RUNS`; each arm is written in full.
         """
         grid = {key: list(getattr(self, key)) for key in (*_GRID, "seeds")}
-        out = {"grid": grid, **{key: getattr(self, key) for key in _SCALARS}}
+        out: dict[str, Any] = {"grid": grid, **{key: getattr(self, key) for key in _SCALARS}}
+        if self.rules:
+            out["rules"] = dict(self.rules)
+        if self.arms:
+            out["arm"] = []
+            for name, arm in self.arms:
+                doc = arm.to_dict()
+                out["arm"].append({"name": name, **doc.pop("grid"), "committee":
+                                   doc["committee"], "steps": doc["steps"]})
         if self.max_runs != MAX_RUNS:
             out["max_runs"] = self.max_runs
         return out
@@ -458,16 +644,31 @@ class StudyConfig:
     def runs(self) -> list[RunSpec]:
         """Expand the grid into run specs, in a fixed order (product of the grid lists).
 
+        Cells with a width below the teacher width are left out, and a run that two arms
+        (or two relative widths) share appears once.
+
         Raises:
             ConfigError: more runs than :attr:`max_runs` (counted before expanding).
         """
         _check_count(self.n_runs, self.max_runs)
+        if self.arms:
+            unique: dict[str, RunSpec] = {}
+            for _, arm in self.arms:
+                for spec in arm.runs():
+                    unique.setdefault(spec.run_id, spec)
+            return list(unique.values())
         keys = (*_GRID, "seeds")
-        specs = []
+        shared = {key: getattr(self, key) for key in _SCALARS}
+        specs, seen = [], set()
         for combo in itertools.product(*(getattr(self, key) for key in keys)):
             values = dict(zip(keys, combo, strict=True))
             values["seed"] = values.pop("seeds")
-            specs.append(RunSpec(**values, **{key: getattr(self, key) for key in _SCALARS}))
+            values["width"] = resolve_width(values["width"], values["teacher_width"])
+            cell = tuple(values.values())
+            if values["width"] < values["teacher_width"] or cell in seen:
+                continue  # a cell below r*, or a width two expressions share
+            seen.add(cell)
+            specs.append(RunSpec(**values, **shared, rules=self.rules))
         return specs
 
 
