@@ -223,7 +223,25 @@ def _parser() -> argparse.ArgumentParser:
                       help="export runs.csv and plateaus.csv into this folder")
     summ.add_argument("--parquet", type=_folder, help="export Parquet files into this folder")
     summ.add_argument("--plot", type=_file, help="write the summary figure (PNG) here")
+    show = study_sub.add_parser("show", help="one run: its spec, rules, plateaus and "
+                                "annotated loss curve")
+    show.add_argument("db")
+    show.add_argument("run", help="the run id, or a prefix of exactly one run's id")
+    show.add_argument("--plot", type=_file,
+                      help="write the loss curve (PNG) here (default: RUN_ID.png here)")
+    export = study_sub.add_parser("export", help="the stored points of every plateau "
+                                  "(snapshot and refined parameters) as one .npz")
+    export.add_argument("db")
+    export.add_argument("out", type=_npz_file, help="the .npz file to write")
+    export.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
+
+
+def _npz_file(text: str) -> str:
+    """An option type: a ``.npz`` file to write."""
+    if Path(text).suffix.lower() != ".npz":
+        raise argparse.ArgumentTypeError(f"{text}: expected a .npz file name")
+    return _file(text)
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -383,6 +401,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    if args.study_command == "show":
+        return _study_show(args)
+    if args.study_command == "export":
+        from .study import export_points
+
+        plateaus, points = export_points(args.db, args.out, force=args.force)
+        print(f"{plateaus} plateau{'' if plateaus == 1 else 's'}, {points} "
+              f"point{'' if points == 1 else 's'} written to {args.out}")
+        return 0
     from .study import export_csv, export_parquet, plot_summary, run_study, summarize
 
     if args.study_command == "run":
@@ -405,6 +432,21 @@ def _cmd_study(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         ax = plot_summary(summary)
         ax.figure.savefig(args.plot, dpi=110, bbox_inches="tight")
+    return 0
+
+
+def _study_show(args: argparse.Namespace) -> int:
+    from .study import format_run, load_run, plot_run
+
+    view = load_run(args.db, args.run)  # no such run, or an ambiguous prefix: one line
+    print(format_run(view))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    target = args.plot or f"{view.run_id}.png"
+    ax = plot_run(view)
+    ax.figure.savefig(target, dpi=110, bbox_inches="tight")
+    print(f"plot: {target}")
     return 0
 
 

@@ -47,7 +47,7 @@ from .data import Dataset
 from .derivatives import gradient, hessian, loss, loss_and_gradient
 from .errors import OptionError
 from .network import TwoLayerNet
-from .reduction import default_tolerances, reduce
+from .reduction import Reduction, default_tolerances, reduce
 from .saddles import classify
 from .spectral import Spectrum, dense_spectrum
 from .tolerances import Tolerances
@@ -191,6 +191,14 @@ class Plateau:
         max_path_loss: the largest R on the straight path from snapshot to refined point.
         accepted: the refinement converged, near enough and without a loss barrier.
         channel: the neuron pair that grows like a channel to infinity, if any.
+        snapshot: the mid-plateau network the refinement started from.
+        clusters: the groups of :func:`~saddlemap.reduce` (tolerance ``width_tol``) at the
+            refined point: for each neuron of the reduced network, the neurons merged into
+            it (a singleton for a neuron merged with none), if refined.
+        null_neurons: the neurons that reduction drops at the refined point: groups whose
+            output weights sum to zero, and zero or constant neurons (one group each).
+        warnings: the :class:`~saddlemap.NoteCode` values of the refinement's warnings
+            (full-space refinement only).
     """
 
     start: int
@@ -209,6 +217,10 @@ class Plateau:
     max_path_loss: float | None = None
     accepted: bool = False
     channel: tuple[int, int] | None = None
+    snapshot: TwoLayerNet | None = None
+    clusters: tuple[tuple[int, ...], ...] = ()
+    null_neurons: tuple[tuple[int, ...], ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def duration(self) -> int:
@@ -555,8 +567,11 @@ class PlateauMonitor:
     def _effective_width(self, net: TwoLayerNet) -> int:
         if _plainly_minimal(net, self.width_tol):
             return net.width
+        return int(self._reduction(net).width)
+
+    def _reduction(self, net: TwoLayerNet) -> Reduction:
         X = self._X.to(device=net.device, dtype=net.dtype)
-        return int(reduce(net, X, tol=self.width_tol, check_rank=False).width)
+        return reduce(net, X, tol=self.width_tol, check_rank=False)
 
     def _record(
         self, step: int, model: TwoLayerNet | torch.nn.Module, loss: float, grad_norm: float
@@ -660,7 +675,8 @@ class PlateauMonitor:
         snap = cand.template.unflatten(cand.snap_theta)
         width = self._effective_width(snap)
         base = Plateau(cand.start, cand.end, cand.snap_loss, width, PlateauVerdict.NOT_REFINED,
-                       None, None, snapshot_step=cand.snap_step, frozen=self.frozen)
+                       None, None, snapshot_step=cand.snap_step, frozen=self.frozen,
+                       snapshot=snap)
         if not self.refine:
             return base
         data = self.data.to(snap.dtype, snap.device)
@@ -693,20 +709,24 @@ class PlateauMonitor:
                     and path <= base.loss * (1 + self.rules.path_margin))
         channel = None if accepted else _channel_pair(snap, ref.net, base.loss,
                                                       loss(ref.net, data))
+        red = self._reduction(ref.net)
+        cp = ref.critical_point
         return dataclasses.replace(
-            base, verdict=self._verdict(accepted, ref, channel), kind=ref.kind,
-            critical_point=ref.critical_point, refined=ref.net, grad_norm=ref.grad_norm,
+            base, verdict=self._verdict(accepted, ref, channel, red), kind=ref.kind,
+            critical_point=cp, refined=ref.net, grad_norm=ref.grad_norm,
             spectrum=ref.spectrum, distance=distance, max_path_loss=path, accepted=accepted,
-            channel=channel,
+            channel=channel, clusters=red.groups,
+            null_neurons=(*red.dropped_null, *((k,) for k in red.dropped_zero)),
+            warnings=() if cp is None else tuple(w.code.value for w in cp.warnings),
         )
 
-    def _verdict(self, accepted: bool, ref: _Refinement,
-                 channel: tuple[int, int] | None) -> PlateauVerdict:
+    def _verdict(self, accepted: bool, ref: _Refinement, channel: tuple[int, int] | None,
+                 red: Reduction) -> PlateauVerdict:
         if not accepted:
             return (PlateauVerdict.NOT_NEAR_CRITICAL if channel is None
                     else PlateauVerdict.CHANNEL_TO_INFINITY)
         if ref.kind is not None and ref.kind.is_saddle:
-            narrower = self._effective_width(ref.net) < ref.net.width
+            narrower = red.width < ref.net.width
             return PlateauVerdict.NARROWER_SADDLE if narrower else PlateauVerdict.SADDLE
         if ref.kind in (Kind.LOCAL_MINIMUM, Kind.GLOBAL_MINIMUM):
             return PlateauVerdict.LOCAL_MINIMUM

@@ -8,7 +8,8 @@
 from ..errors import StoreError
 from .config import MAX_RUNS, ConfigError, RunSpec, StudyConfig, load_config
 from .engines import ProcessEngine, RayEngine, SerialEngine, make_engine
-from .execution import Outcome, execute, run_one
+from .execution import Outcome, build_problem, execute, run_one
+from .inspect import RunView, export_points, format_run, load_run, plot_run
 from .runner import StudyReport, run_study
 from .store import StudyStore
 from .summary import (
@@ -31,6 +32,7 @@ __all__ = [
     "ProcessEngine",
     "RayEngine",
     "RunSpec",
+    "RunView",
     "SerialEngine",
     "StoreError",
     "StudyConfig",
@@ -39,11 +41,16 @@ __all__ = [
     "Summary",
     "SummaryRow",
     "VerdictCount",
+    "build_problem",
     "execute",
     "export_csv",
     "export_parquet",
+    "export_points",
+    "format_run",
     "load_config",
+    "load_run",
     "make_engine",
+    "plot_run",
     "plot_summary",
     "run_one",
     "run_study",

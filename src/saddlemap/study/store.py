@@ -9,13 +9,26 @@ Tables (schema version :data:`SCHEMA_VERSION`):
 * ``runs``: one row per finished run: ``run_id`` (primary key), spec JSON, status (``"ok"``
   or ``"failed"``), final loss, steps, seconds, error.
 * ``plateaus``: the plateaus of the ``"ok"`` runs: run_id, index, start, end, duration,
-  loss, width, verdict, kind.
+  loss, width, verdict, kind (:data:`PLATEAU_COLUMNS`), then the details of the
+  refinement (:data:`PLATEAU_DETAIL_COLUMNS`, NULL in rows of earlier versions):
+  snapshot_step, distance, grad_norm, lambda_min and the inertia n_negative, n_zero,
+  n_positive (of the trained block's spectrum, or the full Hessian's when nothing is
+  frozen), accepted (0/1), max_path_loss, and as JSON text channel (a neuron pair or
+  null), clusters and null_neurons (lists of lists of neuron indices: the reduction of the
+  refined point), warnings (note codes) and frozen (block names).
+* ``points``: the parameter points of each plateau, ``which`` = ``"snapshot"`` (where
+  the refinement started) or ``"refined"``: the activation name, the layout (width,
+  input_dim, output_dim, hidden_bias, output_bias) and ``params``, the flat parameters as
+  little-endian float64 bytes (:meth:`StudyStore.point` rebuilds the network).
+* ``histories``: one row per ``"ok"`` run: r0 (the first loss), the plateau rules as
+  JSON, and the loss history thinned to at most 2,000 points (``points``) as blobs:
+  ``step`` (little-endian int64), ``loss`` and ``grad_norm`` (little-endian float64).
 * ``leases``: the runs claimed by a runner now (owner, host, process id, expiry) and the
   time of the last failed attempt of a run.
 
-A run's row and its plateau rows are written in one transaction, after the run completed,
-so the database never holds a half-written run: a study killed at any moment (even by
-SIGKILL) loses at most the runs in flight.
+A run's row and its plateau, point and history rows are written in one transaction, after
+the run completed, so the database never holds a half-written run: a study killed at any
+moment (even by SIGKILL) loses at most the runs in flight.
 
 **Checks on open.**  Before anything is written, :class:`StudyStore` checks that an existing
 file is an SQLite database (its header), runs ``PRAGMA quick_check`` on a read-only
@@ -23,7 +36,8 @@ connection, reads the schema and the types of the stored values: a file with oth
 foreign database), tables of other columns, triggers, a schema version newer than this
 saddlemap's, or rows of values of the wrong type, is refused with a one-line
 :class:`~saddlemap.errors.StoreError` naming the file and the problem, and is left
-untouched.  A database of the first layout (version 1: no ``meta`` table) is migrated.
+untouched.  A database of an earlier layout (version 1: no ``meta`` table; version 2: no
+``points`` or ``histories`` and fewer plateau columns) is migrated, in one transaction.
 
 **Leases.**  A runner claims each run just before it starts it, in a ``BEGIN IMMEDIATE``
 transaction: it writes a lease row (owner, host, pid, expiry :data:`LEASE_SECONDS` ahead,
@@ -51,34 +65,57 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._version import __version__
-from ..errors import StoreError
+from ..errors import OptionError, SaddlemapError, StoreError
+from ..network import ParamLayout, TwoLayerNet
 from .config import RunSpec, StudyConfig
 from .execution import Outcome
 
 __all__ = [
+    "HISTORY_COLUMNS",
     "LEASE_SECONDS",
     "PLATEAU_COLUMNS",
+    "PLATEAU_DETAIL_COLUMNS",
+    "POINT_COLUMNS",
+    "POINT_KINDS",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
     "Owner",
     "StudyStore",
 ]
 
-#: The layout this saddlemap writes; version 1 (no ``meta`` table) is migrated on open.
-SCHEMA_VERSION = 2
+#: The layout this saddlemap writes; versions 1 (no ``meta`` table) and 2 (no points or
+#: histories) are migrated on open.
+SCHEMA_VERSION = 3
 #: Seconds a lease lasts without a heartbeat.
 LEASE_SECONDS = 120.0
 #: Seconds between two heartbeats of a runner (renewals of its leases).
 HEARTBEAT_SECONDS = 30.0
 
 RUN_COLUMNS = ("run_id", "spec", "status", "final_loss", "steps", "seconds", "error")
+#: The plateau columns of every schema version (the summary and its exports read these).
 PLATEAU_COLUMNS = (
     "run_id", "index", "start", "end", "duration", "loss", "width", "verdict", "kind",
 )
+#: The plateau columns version 3 added: NULL in rows stored by earlier versions.
+PLATEAU_DETAIL_COLUMNS = (
+    "snapshot_step", "distance", "grad_norm", "lambda_min", "n_negative", "n_zero",
+    "n_positive", "accepted", "max_path_loss", "channel", "clusters", "null_neurons",
+    "warnings", "frozen",
+)
+#: Detail columns holding JSON text (lists, or a pair for ``channel``).
+_JSON_COLUMNS = ("channel", "clusters", "null_neurons", "warnings", "frozen")
+POINT_COLUMNS = (
+    "run_id", "index", "which", "activation", "width", "input_dim", "output_dim",
+    "hidden_bias", "output_bias", "params",
+)
+HISTORY_COLUMNS = ("run_id", "r0", "rules", "points", "step", "loss", "grad_norm")
 LEASE_COLUMNS = ("run_id", "owner", "host", "pid", "expires", "ended")
+#: The stored parameter points of a plateau.
+POINT_KINDS = ("snapshot", "refined")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _TABLES_V1: dict[str, tuple[str, ...]] = {
@@ -86,9 +123,12 @@ _TABLES_V1: dict[str, tuple[str, ...]] = {
     "runs": RUN_COLUMNS,
     "plateaus": PLATEAU_COLUMNS,
 }
+_TABLES_V2 = {**_TABLES_V1, "meta": ("key", "value"), "leases": LEASE_COLUMNS}
 _TABLES: dict[int, dict[str, tuple[str, ...]]] = {
     1: _TABLES_V1,
-    2: {**_TABLES_V1, "meta": ("key", "value"), "leases": LEASE_COLUMNS},
+    2: _TABLES_V2,
+    3: {**_TABLES_V2, "plateaus": PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS,
+        "points": POINT_COLUMNS, "histories": HISTORY_COLUMNS},
 }
 
 _CREATE_V1 = (
@@ -136,6 +176,40 @@ _MIGRATE_1_TO_2 = (
     "CREATE UNIQUE INDEX study_config ON study(config)",
     "INSERT INTO meta (key, value) VALUES ('application', 'saddlemap study')",
     "INSERT INTO meta (key, value) VALUES ('schema_version', '2')",
+)
+_DETAIL_TYPES = {
+    "snapshot_step": "INTEGER", "distance": "REAL", "grad_norm": "REAL", "lambda_min": "REAL",
+    "n_negative": "INTEGER", "n_zero": "INTEGER", "n_positive": "INTEGER",
+    "accepted": "INTEGER", "max_path_loss": "REAL", "channel": "TEXT", "clusters": "TEXT",
+    "null_neurons": "TEXT", "warnings": "TEXT", "frozen": "TEXT",
+}
+_MIGRATE_2_TO_3 = (
+    # nullable columns, appended: the rows of versions 1 and 2 stay valid as they are
+    *(f'ALTER TABLE plateaus ADD COLUMN "{c}" {_DETAIL_TYPES[c]}'
+      for c in PLATEAU_DETAIL_COLUMNS),
+    """CREATE TABLE points (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        "index" INTEGER NOT NULL,
+        which TEXT NOT NULL,
+        activation TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        input_dim INTEGER NOT NULL,
+        output_dim INTEGER NOT NULL,
+        hidden_bias INTEGER NOT NULL,
+        output_bias INTEGER NOT NULL,
+        params BLOB NOT NULL,
+        PRIMARY KEY (run_id, "index", which)
+    )""",
+    """CREATE TABLE histories (
+        run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+        r0 REAL,
+        rules TEXT NOT NULL,
+        points INTEGER NOT NULL,
+        step BLOB NOT NULL,
+        loss BLOB NOT NULL,
+        grad_norm BLOB NOT NULL
+    )""",
+    "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
 )
 
 
@@ -268,11 +342,38 @@ _ODD_VALUES = {
                 " OR typeof(width) != 'integer' OR typeof(loss) NOT IN ('real', 'integer')"
                 " OR typeof(verdict) != 'text'",
 }
+_NUMBER_OR_NULL = "('real', 'integer', 'null')"
+#: The checks of the tables and columns version 3 added; a point's blob must hold exactly
+#: its layout's parameters, a history's blobs ``points`` values each (8 bytes a value).
+_ODD_VALUES_V3 = {
+    "plateaus": " OR ".join(
+        [f"typeof({c}) NOT IN ('integer', 'null')"
+         for c in ("snapshot_step", "n_negative", "n_zero", "n_positive", "accepted")]
+        + [f"typeof({c}) NOT IN {_NUMBER_OR_NULL}"
+           for c in ("distance", "grad_norm", "lambda_min", "max_path_loss")]
+        + [f"typeof({c}) NOT IN ('text', 'null')" for c in _JSON_COLUMNS]
+        + ["accepted NOT IN (0, 1)"]
+    ),
+    "points": "typeof(\"index\") != 'integer' OR which NOT IN ('snapshot', 'refined')"
+              " OR typeof(activation) != 'text' OR typeof(width) != 'integer'"
+              " OR typeof(input_dim) != 'integer' OR typeof(output_dim) != 'integer'"
+              " OR hidden_bias NOT IN (0, 1) OR output_bias NOT IN (0, 1)"
+              " OR typeof(hidden_bias) != 'integer' OR typeof(output_bias) != 'integer'"
+              " OR width < 1 OR input_dim < 1 OR output_dim < 1 OR typeof(params) != 'blob'"
+              " OR length(params) != 8 * (width * (output_dim + input_dim + hidden_bias)"
+              " + output_dim * output_bias)",
+    "histories": f"typeof(r0) NOT IN {_NUMBER_OR_NULL} OR typeof(rules) != 'text'"
+                 " OR typeof(points) != 'integer' OR typeof(step) != 'blob'"
+                 " OR typeof(loss) != 'blob' OR typeof(grad_norm) != 'blob'"
+                 " OR length(step) != 8 * points OR length(loss) != 8 * points"
+                 " OR length(grad_norm) != 8 * points",
+}
 
 
-def _check_values(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse runs and plateaus rows holding values of the wrong type."""
-    for table, condition in _ODD_VALUES.items():
+def _check_values(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Refuse rows holding values of the wrong type (the tables of schema ``version``)."""
+    checks = [*_ODD_VALUES.items(), *(_ODD_VALUES_V3.items() if version >= 3 else ())]
+    for table, condition in checks:
         odd = conn.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
         if odd:
             raise StoreError(f"{path}: damaged study database: {odd} row(s) of {table} hold "
@@ -289,8 +390,9 @@ def _check_existing(path: Path) -> None:
     try:
         with contextlib.closing(_read_only(path)) as conn:
             _quick_check(conn, path)
-            if _schema_version(conn, path):
-                _check_values(conn, path)
+            version = _schema_version(conn, path)
+            if version:
+                _check_values(conn, path, version)
     except sqlite3.OperationalError as exc:  # locked, or cannot be opened
         _drop_new_siblings(path, before)
         raise StoreError(f"{path}: cannot read the study database: {_one_line(exc)}") \
@@ -399,6 +501,45 @@ class _Heartbeat:
             conn.close()
 
 
+# ---------------------------------------------------------------------------- rows
+
+
+def _optional(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
+
+
+def _as_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _plateau_values(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of a plateau record for the plateau columns after run_id and index."""
+    core = (p["start"], p["end"], p["duration"], p["loss"], p["width"], p["verdict"],
+            p["kind"])
+    numbers = {"snapshot_step": int, "distance": float, "grad_norm": float,
+               "lambda_min": float, "n_negative": int, "n_zero": int, "n_positive": int,
+               "accepted": int, "max_path_loss": float}
+    detail = tuple(_optional(p.get(c), numbers[c]) if c in numbers else _as_json(p.get(c))
+                   for c in PLATEAU_DETAIL_COLUMNS)
+    return core + detail
+
+
+def _history_row(path: Path, run_id: str, rec: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The ``histories`` row of a run record, or None for a record without a history."""
+    history = rec.get("history")
+    if history is None:
+        return None
+    step = np.ascontiguousarray(history["step"], dtype="<i8").reshape(-1)
+    values = np.ascontiguousarray(history["loss"], dtype="<f8").reshape(-1)
+    grad = np.ascontiguousarray(history["grad_norm"], dtype="<f8").reshape(-1)
+    if not step.size == values.size == grad.size:
+        raise StoreError(f"{path}: run {run_id}: history arrays of different lengths "
+                         f"({step.size}, {values.size}, {grad.size})")
+    return (run_id, _optional(rec.get("r0"), float),
+            json.dumps(rec.get("rules") or {}, sort_keys=True), int(step.size),
+            step.tobytes(), values.tobytes(), grad.tobytes())
+
+
 # ---------------------------------------------------------------------------- the store
 
 
@@ -446,6 +587,8 @@ class StudyStore:
             for statement in (_CREATE_V1 if version == 0 else ()):
                 self._conn.execute(statement)
             for statement in (_MIGRATE_1_TO_2 if version < 2 else ()):
+                self._conn.execute(statement)
+            for statement in (_MIGRATE_2_TO_3 if version < 3 else ()):
                 self._conn.execute(statement)
 
     def __enter__(self) -> StudyStore:
@@ -540,10 +683,15 @@ class StudyStore:
                 self._conn.execute("DELETE FROM leases WHERE owner = ?", (owner.token,))
 
     def write_outcome(self, outcome: Outcome, owner: Owner | None = None) -> None:
-        """Store one run, its row and its plateau rows, in one transaction.
+        """Store one run in one transaction: its row, plateaus, points and history.
 
         With ``owner``, the run's lease goes in the same transaction: an ``"ok"`` run's is
-        deleted; a failed run's is released with the time of the failure.
+        deleted; a failed run's is released with the time of the failure.  A record
+        without the details of :func:`~saddlemap.study.run_one` (points, history, the
+        plateau detail columns) is stored with those missing (NULL, no rows).
+
+        Raises:
+            StoreError: a point whose parameter count does not fit its layout.
         """
         spec = outcome.spec
         rec = outcome.record
@@ -554,23 +702,57 @@ class StudyStore:
         else:
             row = (spec.run_id, spec.canonical_json(), "ok", rec["final_loss"], rec["steps"],
                    outcome.seconds, None)
-        plateaus = [
-            (spec.run_id, i, p["start"], p["end"], p["duration"], p["loss"], p["width"],
-             p["verdict"], p["kind"])
-            for i, p in enumerate(rec["plateaus"] if rec is not None else [])
-        ]
+        found = rec["plateaus"] if rec is not None else []
+        plateaus = [(spec.run_id, i, *_plateau_values(p)) for i, p in enumerate(found)]
+        points = [point for i, p in enumerate(found)
+                  for point in self._point_rows(spec.run_id, i, p)]
+        history = None if rec is None else _history_row(self.path, spec.run_id, rec)
+        columns = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS
         with self._transaction():
-            self._conn.execute("DELETE FROM plateaus WHERE run_id = ?", (spec.run_id,))
+            for table in ("points", "histories", "plateaus"):  # rows that reference the run
+                self._conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (spec.run_id,))
             self._conn.execute(
                 f"INSERT OR REPLACE INTO runs ({_quoted(RUN_COLUMNS)}) VALUES (?,?,?,?,?,?,?)",
                 row,
             )
             self._conn.executemany(
-                f"INSERT INTO plateaus ({_quoted(PLATEAU_COLUMNS)}) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO plateaus ({_quoted(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
                 plateaus,
             )
+            self._conn.executemany(
+                f"INSERT INTO points ({_quoted(POINT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(POINT_COLUMNS))})",
+                points,
+            )
+            if history is not None:
+                self._conn.execute(
+                    f"INSERT INTO histories ({_quoted(HISTORY_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})",
+                    history,
+                )
             self._settle_lease(spec.run_id, ok=rec is not None, owner=owner)
+
+    def _point_rows(self, run_id: str, index: int,
+                    plateau: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The ``points`` rows of one plateau record (none without a layout)."""
+        layout, activation = plateau.get("layout"), plateau.get("activation")
+        if layout is None or activation is None:
+            return []
+        width, d, k, hidden, output = (int(v) for v in layout)
+        size = width * (k + d + hidden) + k * output
+        rows = []
+        for which in POINT_KINDS:
+            values = plateau.get(which)
+            if values is None:
+                continue
+            flat = np.ascontiguousarray(values, dtype="<f8").reshape(-1)
+            if flat.size != size:
+                raise StoreError(f"{self.path}: run {run_id} plateau {index}: the {which} "
+                                 f"point has {flat.size} parameters, its layout {size}")
+            rows.append((run_id, index, which, str(activation), width, d, k, hidden, output,
+                         flat.tobytes()))
+        return rows
 
     def _settle_lease(self, run_id: str, *, ok: bool, owner: Owner | None) -> None:
         if ok:
@@ -606,12 +788,149 @@ class StudyStore:
                              f"{_one_line(Exception(row['run_id']))[:40]} has no valid spec")
         return spec
 
-    def plateaus(self) -> list[dict[str, Any]]:
-        """All plateau rows as dicts, ordered by run_id and index."""
-        cur = self._conn.execute(
-            f'SELECT {_quoted(PLATEAU_COLUMNS)} FROM plateaus ORDER BY run_id, "index"'
-        )
-        return [dict(zip(PLATEAU_COLUMNS, r, strict=True)) for r in cur]
+    def plateaus(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The plateau rows as dicts, ordered by run_id and index.
+
+        Each dict holds :data:`PLATEAU_COLUMNS` and :data:`PLATEAU_DETAIL_COLUMNS`: the
+        detail columns are None in rows stored before schema version 3; ``accepted`` is a
+        bool, ``channel`` a pair, ``clusters`` and ``null_neurons`` lists of lists of
+        neuron indices, ``warnings`` note codes and ``frozen`` block names.
+
+        Args:
+            run_id: only this run's plateaus (default: all runs').
+
+        Raises:
+            StoreError: a detail column that is not valid JSON.
+        """
+        columns = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS
+        query = f"SELECT {_quoted(columns)} FROM plateaus"
+        args: tuple[str, ...] = ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id = ?", (run_id,)
+        cur = self._conn.execute(query + ' ORDER BY run_id, "index"', args)
+        out = []
+        for r in cur:
+            d = dict(zip(columns, r, strict=True))
+            for c in _JSON_COLUMNS:
+                d[c] = None if d[c] is None else self._json(d[c], d)
+            if d["accepted"] is not None:
+                d["accepted"] = bool(d["accepted"])
+            out.append(d)
+        return out
+
+    def _json(self, text: str, row: Mapping[str, Any]) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            raise StoreError(
+                f"{self.path}: damaged study database: plateau {row['index']} of run "
+                f"{_one_line(Exception(row['run_id']))[:40]} holds invalid JSON"
+            ) from None
+
+    def point(self, run_id: str, index: int, which: str = "snapshot") -> TwoLayerNet | None:
+        """A stored point of a plateau, as a float64 network with its activation.
+
+        Args:
+            run_id: the run.
+            index: the plateau's index in the run (0, 1, ...).
+            which: ``"snapshot"`` (the mid-plateau network the refinement started from) or
+                ``"refined"`` (where the refinement ended).
+
+        Returns:
+            The network, or None when no such point is stored (an unknown plateau, one not
+            refined, or a run stored before schema version 3).
+
+        Raises:
+            OptionError: ``which`` is neither ``"snapshot"`` nor ``"refined"``.
+            StoreError: a stored point that does not make a network (an unknown activation,
+                non-finite parameters).
+        """
+        if which not in POINT_KINDS:
+            raise OptionError(f"which must be 'snapshot' or 'refined', got {which!r}")
+        found = self._conn.execute(
+            f"SELECT {_quoted(POINT_COLUMNS[3:])} FROM points "
+            'WHERE run_id = ? AND "index" = ? AND which = ?', (run_id, index, which)
+        ).fetchone()
+        if found is None:
+            return None
+        activation, width, d, k, hidden, output, blob = found
+        layout = ParamLayout(width, d, k, bool(hidden), bool(output))
+        theta = torch.from_numpy(np.frombuffer(blob, dtype="<f8").astype(np.float64))
+        try:
+            return TwoLayerNet.from_flat(theta, layout, activation)
+        except SaddlemapError as exc:
+            raise StoreError(f"{self.path}: the {which} point of plateau {index} of run "
+                             f"{run_id} makes no network: {_one_line(exc)}") from None
+
+    def history(self, run_id: str) -> dict[str, Any] | None:
+        """A run's R0, plateau rules and thinned loss history.
+
+        Args:
+            run_id: the run.
+
+        Returns:
+            ``{"r0", "rules", "step", "loss", "grad_norm"}`` (``rules`` a dict, the others
+            numpy arrays: int64 steps, float64 losses and gradient norms), or None for a
+            run without one (failed, or stored before schema version 3).
+
+        Raises:
+            StoreError: rules that are not a JSON object.
+        """
+        found = self._conn.execute(
+            "SELECT r0, rules, step, loss, grad_norm FROM histories WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if found is None:
+            return None
+        r0, rules, step, values, grad = found
+        try:
+            parsed = json.loads(rules)
+        except (TypeError, ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise StoreError(f"{self.path}: damaged study database: run "
+                             f"{_one_line(Exception(run_id))[:40]} has no valid rules")
+        return {"r0": r0, "rules": parsed,
+                "step": np.frombuffer(step, dtype="<i8").astype(np.int64),
+                "loss": np.frombuffer(values, dtype="<f8").astype(np.float64),
+                "grad_norm": np.frombuffer(grad, dtype="<f8").astype(np.float64)}
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run row, found by its id or a unique prefix of it.
+
+        Args:
+            run_id: the run id, or the first characters of exactly one run's id.
+
+        Returns:
+            The run row as a dict (``spec`` parsed) with ``r0`` and ``rules`` from its
+            history (None where none is stored).
+
+        Raises:
+            StoreError: no run, or several runs, start with ``run_id``.
+        """
+        shown = _one_line(Exception(run_id))[:40]
+        if not run_id:
+            raise StoreError(f"{self.path}: an empty run id")
+        ids = [r[0] for r in self._conn.execute(
+            "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id LIMIT 6",
+            (len(run_id), run_id),
+        )]
+        if not ids:
+            raise StoreError(f"{self.path}: no run has an id starting with {shown!r}")
+        if len(ids) > 1 and run_id not in ids:
+            many = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise StoreError(f"{self.path}: run id prefix {shown!r} is ambiguous: it matches "
+                             f"{many}; give more characters")
+        found = run_id if run_id in ids else ids[0]
+        values = self._conn.execute(
+            f"SELECT {_quoted(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (found,)
+        ).fetchone()
+        out = dict(zip(RUN_COLUMNS, values, strict=True))
+        out["spec"] = self._spec(out)
+        history = self.history(found)
+        out["r0"] = None if history is None else history["r0"]
+        out["rules"] = None if history is None else history["rules"]
+        return out
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
