@@ -622,9 +622,10 @@ def plot_summary(summary: Summary, ax: Any = None, *, fractions: bool = False) -
     Raises:
         ImportError: matplotlib is not installed.
     """
-    from ..plots import _pyplot
-
-    plt = _pyplot()
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a test dependency
+        raise ImportError("plots need matplotlib: pip install matplotlib") from None
     rows = summary.rows
     if ax is None:
         _, ax = plt.subplots(figsize=(min(max(6.4, 3.0 + 0.3 * len(rows)), 24.0), 4.8))
