@@ -93,6 +93,19 @@ def test_slow_tail_is_no_plateau() -> None:
     assert mon.plateaus == []
 
 
+def test_tail_sinking_at_one_rate_has_no_escape() -> None:
+    # Adam near a minimum: R falls ~5 % per window for 3,000 steps, then ~2× faster; a stall
+    # by the window rules, but a person sees one straight line on a log axis, no plateau
+    rates = np.where(np.arange(6000) < 300, 0.03, np.where(np.arange(6000) < 3300, 5e-4, 1.1e-3))
+    losses = np.exp(-np.cumsum(rates))
+    assert feed_monitor(losses, window=100, rtol=1e-3, min_length=50).plateaus == []
+    # the same stretch with a sharp escape (10× the plateau's rate) is a plateau
+    rates[3300:] = 5e-3
+    (p,) = feed_monitor(np.exp(-np.cumsum(rates)), window=100, rtol=1e-3,
+                        min_length=50).plateaus
+    assert 250 <= p.start <= 500 and 3250 <= p.end <= 3450
+
+
 def test_sinking_plateau_at_two_percent_is_found() -> None:
     loss, value = [], 1.0
     for t in range(2000):

@@ -66,6 +66,15 @@ _CHANNEL_CLOSE = 0.05
 _CHANNEL_GROWTH = 1.5
 
 
+def _log_rate(before: float, after: float, steps: int) -> float:
+    """ln(before/after) / steps, at least 0 (a loss that rose did not fall); ∞ at R = 0."""
+    if steps <= 0 or not before > 0:
+        return 0.0
+    if not after > 0:
+        return math.inf
+    return max(math.log(before / after), 0.0) / steps
+
+
 def _plainly_minimal(net: TwoLayerNet, tol: float) -> bool:
     """True when :func:`~saddlemap.reduce` with ``tol`` could neither merge nor drop a neuron.
 
@@ -112,10 +121,14 @@ class PlateauRules:
     on-plateau steps t₀ … t₁ is a plateau candidate from t₀ − window to the first step
     after t₁; it becomes a plateau only when the loss then *escapes*: within
     ``escape_steps`` steps of its end R falls to ≤ (1 − ``drop``) · the plateau loss (R at
-    the snapshot).  A candidate that closes while an earlier one waits for its escape is
-    merged with it.  A run still open when training stops is a plateau only if its last
-    window also stalled relative to R itself (R(t − window) − R(t) ≤ rtol · R(t) at the
-    last step): a run stuck to the end, not a slow tail.
+    the snapshot), at a log-rate ln(R(t₁)/R(t))/max(t − t₁, window) (R(t₁) at most the
+    plateau loss) at least ``speedup`` times the plateau's own,
+    ln(R(t₀)/R(t₁))/(t₁ − t₀) (a tail that keeps sinking at one rate, as Adam's loss does
+    near a minimum, has no escape).  A candidate that closes while an earlier one
+    waits for its escape is merged with it.  A run still open when training stops is a
+    plateau only if its last window also stalled relative to R itself
+    (R(t − window) − R(t) ≤ rtol · R(t) at the last step): a run stuck to the end, not a
+    slow tail.
 
     Verdict.  The snapshot is the stored state nearest the plateau's midpoint (at most
     ``snapshots`` states are kept).  The refinement (at most ``max_iter`` Levenberg–Marquardt
@@ -135,6 +148,7 @@ class PlateauRules:
     floor: float = 1e-10
     drop: float = 0.5
     escape_steps: int = 1000
+    speedup: float = 4.0
     max_distance: float = 0.1
     path_margin: float = 0.01
     path_points: int = 11
@@ -150,7 +164,8 @@ class PlateauRules:
                 raise OptionError(f"{name} must be an integer ≥ {minimum}, "
                                   f"got {getattr(self, name)!r}")
         reals = {"rtol": (0.0, 1.0), "rel_rtol": (0.0, 1.0), "floor": (0.0, 0.5),
-                 "drop": (1e-6, 1.0 - 1e-6), "max_distance": (1e-12, 1e6),
+                 "drop": (1e-6, 1.0 - 1e-6), "speedup": (1.0, 1e6),
+                 "max_distance": (1e-12, 1e6),
                  "path_margin": (0.0, 1e6)}
         for name, (low, high) in reals.items():
             if not _is_real(getattr(self, name), low, high):
@@ -277,6 +292,7 @@ class _Candidate:
     snap_theta: torch.Tensor
     snap_loss: float
     template: TwoLayerNet
+    rate: float  # the plateau's log-rate of decrease, ln(R(start)/R(end)) / (end − start)
 
 
 # ----------------------------------------------------------------------- refinement
@@ -430,8 +446,9 @@ class PlateauMonitor:
             :func:`~saddlemap.train` zeroes on frozen coordinates): a block whose gradient
             was exactly zero at every observed step is frozen; nothing is frozen for
             :meth:`observe`.
-        rel_rtol, floor, drop, escape_steps, max_distance, path_margin, path_points, snapshots,
-            max_iter: see :class:`PlateauRules` (``escape_steps`` None: 10 · window).
+        rel_rtol, floor, drop, escape_steps, speedup, max_distance, path_margin, path_points,
+            snapshots, max_iter: see :class:`PlateauRules` (``escape_steps`` None:
+            10 · window).
 
     Attributes:
         plateaus: the plateaus, in order.
@@ -463,6 +480,7 @@ class PlateauMonitor:
         floor: float = 1e-10,
         drop: float = 0.5,
         escape_steps: int | None = None,
+        speedup: float = 4.0,
         max_distance: float = 0.1,
         path_margin: float = 0.01,
         path_points: int = 11,
@@ -479,6 +497,7 @@ class PlateauMonitor:
             window=window, rtol=rtol, rel_rtol=rel_rtol, min_length=min_length, floor=floor,
             drop=drop,
             escape_steps=escape_steps,  # type: ignore[arg-type]
+            speedup=speedup,
             max_distance=max_distance, path_margin=path_margin, path_points=path_points,
             snapshots=snapshots, max_iter=max_iter,
         )
@@ -520,6 +539,8 @@ class PlateauMonitor:
 
     def _note_zero_blocks(self, net: TwoLayerNet, grad: torch.Tensor) -> None:
         """Keep the blocks whose gradient is exactly zero at every observed TrainState."""
+        if self._zero_blocks is not None and not self._zero_blocks:
+            return  # every block has been trained: nothing left to find out
         present = [n for n in _BLOCKS if (n != "b" or net.b is not None)
                    and (n != "c" or net.c is not None)]
         zero = {n for n in present
@@ -640,8 +661,9 @@ class PlateauMonitor:
                     snap_step - mid):
                 snap_step, theta = self._pending.snap_step, self._pending.snap_theta
             template = self._as_net(self._last_model)  # type: ignore[arg-type]
+            rate = _log_rate(self._loss_at(start), self._loss_at(step), step - start)
             self._pending = _Candidate(start, step, snap_step, theta,
-                                       self._loss_at(snap_step), template)
+                                       self._loss_at(snap_step), template, rate)
         self._run_start, self._run_length, self._announced = None, 0, False
 
     def _check_escape(self, step: int, loss: float) -> None:
@@ -649,7 +671,12 @@ class PlateauMonitor:
         cand = self._pending
         if cand is None:
             return
-        if loss <= (1 - self.rules.drop) * cand.snap_loss:
+        # the escape's rate from the plateau's end, over at least a window: one noisy step (or
+        # Adam's recovery from a spike) does not make an escape
+        reference = min(self._loss_at(cand.end), cand.snap_loss)
+        if loss <= (1 - self.rules.drop) * cand.snap_loss and _log_rate(
+                reference, loss, max(step - cand.end, self.window)
+        ) >= self.rules.speedup * cand.rate:
             self._pending = None
             self._confirm(cand)
         elif step - cand.end > self.rules.escape_steps:
@@ -659,7 +686,8 @@ class PlateauMonitor:
     def _discard(self, cand: _Candidate, step: int) -> None:
         self.events.append(
             f"step {step}: flat stretch {cand.start}–{cand.end} is no plateau: the loss did not "
-            f"fall below {(1 - self.rules.drop) * cand.snap_loss:.4g} after it"
+            f"fall below {(1 - self.rules.drop) * cand.snap_loss:.4g} after it, "
+            f"{self.rules.speedup:g}× faster than on it"
         )
 
     def _confirm(self, cand: _Candidate) -> None:
