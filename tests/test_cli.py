@@ -179,6 +179,12 @@ def test_study_run_and_summary(tmp_path: Path) -> None:
     assert summary.returncode == 0, summary.stderr
     assert "erf" in summary.stdout and (tmp_path / "csv" / "runs.csv").exists()
     assert (tmp_path / "s.png").stat().st_size > 0
+    by_width = run("study", "summary", str(db), "--by", "width,optimiser")
+    assert by_width.returncode == 0, by_width.stderr
+    header = by_width.stdout.splitlines()[0]
+    assert "width" in header and "optimizer" in header and "activation" not in header
+    unknown = run("study", "summary", str(db), "--by", "colour")
+    assert unknown.returncode == 2 and "unknown summary key 'colour'" in unknown.stderr
     capped = run("study", "run", str(config), "--db", str(tmp_path / "y.sqlite"),
                  "--max-runs", "3")  # 4 runs in the grid: refused before any work
     assert capped.returncode == 2 and "max_runs" in capped.stderr, capped.stderr

@@ -223,6 +223,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="export runs.csv and plateaus.csv into this folder")
     summ.add_argument("--parquet", type=_folder, help="export Parquet files into this folder")
     summ.add_argument("--plot", type=_file, help="write the summary figure (PNG) here")
+    summ.add_argument("--by", default="activation,ratio",
+                      help="comma-separated grouping keys: any run field, ratio (m/r*), "
+                      "init, optimizer, ... (default: activation,ratio; '' for one group)")
     show = study_sub.add_parser("show", help="one run: its spec, rules, plateaus and "
                                 "annotated loss curve")
     show.add_argument("db")
@@ -420,7 +423,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(f"{report.total} runs: {report.already_done} already done, {report.run_now} run "
               f"now, {report.failed} failed{others}; results in {args.db}")
         return 1 if report.failed else 0
-    summary = summarize(args.db)  # a missing or damaged database: a one-line StoreError
+    summary = summarize(args.db, by=args.by)  # an unknown key, a missing or damaged database: a one-line StoreError
     print(summary.to_markdown())
     if args.csv:
         export_csv(args.db, args.csv)
