@@ -113,6 +113,22 @@ def test_tail_sinking_at_one_rate_has_no_escape() -> None:
     assert 250 <= p.start <= 500 and 3250 <= p.end <= 3450
 
 
+@pytest.mark.parametrize("rise", [40, 61, 90])
+def test_adam_spike_is_no_plateau(rise: int) -> None:
+    # Adam at a minimum (as seen in the PoC study): R decays to ~1e-9 R0, climbs 10⁶× over
+    # `rise` steps, falls back 50× fast and decays on; the climb is no stall, nor the fall an
+    # escape from one
+    t = np.arange(2500.0)
+    top = 8e-10 * 1e6
+    losses = np.select(
+        [t < 1350, t < 1350 + rise, t < 1370 + rise],
+        [np.exp(-0.0155 * t), 8e-10 * np.exp(np.log(1e6) * (t - 1350) / rise),
+         top * np.exp(-0.2 * (t - 1350 - rise))],
+        top * np.exp(-4.0 - 0.01 * (t - 1370 - rise)))
+    assert feed_monitor(losses, window=100, rtol=1e-3, rel_rtol=0.1,
+                        min_length=50).plateaus == []
+
+
 def test_sinking_plateau_at_two_percent_is_found() -> None:
     loss, value = [], 1.0
     for t in range(2000):

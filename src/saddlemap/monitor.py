@@ -111,24 +111,22 @@ def _is_real(value: object, low: float, high: float = math.inf) -> bool:
 class PlateauRules:
     """The rules and thresholds of plateau detection and of the plateau verdict.
 
-    Detection.  With R₀ the first observed loss, step t is *on a plateau* when
-    R(t) ≥ ``floor`` · R₀ (below it the run is converged at the rounding floor, not
-    stalled) and the loss stalls relative to the drop so far:
-    R(t − window) − R(t) ≤ ``rtol`` · (R₀ − R(t)), R(t − window) being the loss at the
-    latest observed step ≤ t − window, while falling by at most ``rel_rtol`` · R(t) over the
-    window (a plateau may sink slowly; an exponential tail or an escape, falling by a fixed
-    fraction of R per window, is no plateau however small R is).  A run of ≥ ``min_length``
-    on-plateau steps t₀ … t₁ is a plateau candidate from t₀ − window to the first step
-    after t₁; it becomes a plateau only when the loss then *escapes*: within
-    ``escape_steps`` steps of its end R falls to ≤ (1 − ``drop``) · the plateau loss (R at
-    the snapshot), at a log-rate ln(R(t₁)/R(t))/max(t − t₁, window) (R(t₁) at most the
-    plateau loss) at least ``speedup`` times the plateau's own,
-    ln(R(t₀)/R(t₁))/(t₁ − t₀) (a tail that keeps sinking at one rate, as Adam's loss does
-    near a minimum, has no escape).  A candidate that closes while an earlier one
-    waits for its escape is merged with it.  A run still open when training stops is a
-    plateau only if its last window also stalled relative to R itself
-    (R(t − window) − R(t) ≤ rtol · R(t) at the last step): a run stuck to the end, not a
-    slow tail.
+    Detection.  With R₀ the first observed loss, step t is *on a plateau* when R(t) ≥ ``floor``
+    · R₀ (below it the run is converged at the rounding floor, not stalled) and the loss stalls
+    relative to the drop so far: R(t − window) − R(t) ≤ ``rtol`` · (R₀ − R(t)), R(t − window)
+    being the loss at the latest observed step ≤ t − window, while changing by at most
+    ``rel_rtol`` · R(t) over the window (a plateau may sink slowly; an exponential tail or an
+    escape, falling by a fixed fraction of R per window, is no plateau however small R is, nor
+    is a spike, rising). A run of ≥ ``min_length`` on-plateau steps t₀ … t₁ is a plateau
+    candidate from t₀ − window to the first step after t₁; it becomes a plateau only when the
+    loss then *escapes*: within ``escape_steps`` steps of its end R falls to ≤ (1 − ``drop``) ·
+    the plateau loss (R at the snapshot), at a log-rate ln(R(t₁)/R(t))/max(t − t₁, window)
+    (R(t₁) at most the plateau loss) at least ``speedup`` times the plateau's own,
+    ln(R(t₀)/R(t₁))/(t₁ − t₀) (a tail that keeps sinking at one rate, as Adam's loss does near a
+    minimum, has no escape).  A candidate that closes while an earlier one waits for its escape
+    is merged with it.  A run still open when training stops is a plateau only if its last
+    window also stalled relative to R itself (R(t − window) − R(t) ≤ rtol · R(t) at the last
+    step): a run stuck to the end, not a slow tail.
 
     Verdict.  The snapshot is the stored state of least ‖∇R‖ on the plateau, where training
     passes closest to the critical point it stalls at (at most ``snapshots`` states are
@@ -631,8 +629,9 @@ class PlateauMonitor:
     def _stalled(self, loss: float, drop: float) -> bool:
         """Above the floor, stalled relative to the drop so far and at most sinking slowly."""
         r0, rules = self._loss[0], self.rules
+        # |drop|: a loss that rises (Adam's spikes) is no more a stall than one that falls fast
         return (loss >= rules.floor * r0 and drop <= rules.rtol * (r0 - loss)
-                and drop <= rules.rel_rtol * loss)
+                and abs(drop) <= rules.rel_rtol * loss)
 
     def _extend_run(self, step: int, loss: float) -> None:
         if self._run_start is None:
