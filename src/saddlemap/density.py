@@ -139,25 +139,27 @@ def _lanczos_block(
 
     Returns α (steps, r), β (steps, r) (β_j couples steps j and j + 1; the last one is
     the norm of the final residual, 0 where the Krylov space ended) and each column's
-    Krylov dimension (steps, or fewer where β vanished).
+    Krylov dimension (steps, or fewer where β vanished).  The bases are stored probe by
+    probe, (r, steps, P), so each reorthogonalisation is one batched GEMV per pass.
     """
     P, r = V0.shape
-    basis = V0.new_zeros(steps, P, r)
+    basis = V0.new_zeros(r, steps, P)
     alpha, beta = V0.new_zeros(steps, r), V0.new_zeros(steps, r)
     size = np.full(r, steps)
     active = torch.ones(r, dtype=torch.bool, device=V0.device)
-    basis[0] = V0
+    basis[:, 0] = V0.T
     eps = torch.finfo(V0.dtype).eps
     scale = V0.new_zeros(r)
     for j in range(steps):
-        W = op.apply(basis[j])
-        alpha[j] = (basis[j] * W).sum(0)
+        W = op.apply(basis[:, j].T).T.contiguous()  # (r, P)
+        alpha[j] = (basis[:, j] * W).sum(1)
         scale = torch.maximum(scale, alpha[j].abs())
+        done = basis[:, : j + 1]  # (r, j + 1, P)
         for _ in range(2):  # full reorthogonalisation against this probe's basis, twice
-            coef = torch.einsum("kpr,pr->kr", basis[: j + 1], W)
-            W -= torch.einsum("kpr,kr->pr", basis[: j + 1], coef)
+            coef = torch.bmm(done, W[:, :, None])  # (r, j + 1, 1)
+            W -= torch.bmm(coef.transpose(1, 2), done)[:, 0]
         bar.update(1)
-        norm = torch.linalg.vector_norm(W, dim=0)
+        norm = torch.linalg.vector_norm(W, dim=1)
         scale = torch.maximum(scale, norm)
         ended = active & (norm <= P * eps * scale.clamp_min(torch.finfo(V0.dtype).tiny))
         for col in torch.nonzero(ended).flatten().tolist():
@@ -167,7 +169,7 @@ def _lanczos_block(
         beta[j] = torch.where(active, norm, torch.zeros_like(norm))
         if j + 1 == steps:
             break
-        basis[j + 1] = torch.where(active, W / norm, torch.zeros_like(W))
+        basis[:, j + 1] = torch.where(active[:, None], W / norm[:, None], torch.zeros_like(W))
         if not bool(active.any()):
             break
     return alpha.cpu().numpy(), beta.cpu().numpy(), size

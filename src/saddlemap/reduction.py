@@ -221,7 +221,7 @@ def _probe_inputs(net: TwoLayerNet, X: torch.Tensor | None, num: int) -> torch.T
 
 
 #: Up to this many kept neurons the dependence check is one SVD of all of them.
-EXACT_RANK_WIDTH = 1024
+EXACT_RANK_WIDTH = 512
 #: Neurons per window of the windowed dependence check above that width.
 RANK_WINDOW = 64
 #: Entries of the windows' feature matrices one batched SVD may hold.
