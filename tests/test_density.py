@@ -109,6 +109,9 @@ def test_explicit_grid_and_sigma() -> None:
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"n_probes": 0}, "n_probes"),
+    ({"n_probes": 10**9}, "n_probes"),
+    ({"lanczos_steps": 10**6}, "lanczos_steps"),
+    ({"grid": 10**9}, "grid"),
     ({"lanczos_steps": 2.5}, "lanczos_steps"),
     ({"sigma": float("nan")}, "sigma"),
     ({"sigma": -1.0}, "sigma"),

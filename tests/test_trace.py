@@ -152,6 +152,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"method": "hutchinson"}, "unknown method"),
     ({"method": "hutch++", "n_matvecs": 2}, "n_matvecs"),
     ({"n_matvecs": 10.0}, "n_matvecs"),
+    ({"n_matvecs": True}, "n_matvecs"),
+    ({"method": "hutch++", "n_matvecs": 10**9}, "GiB of sketches"),
 ]
 
 

@@ -58,6 +58,10 @@ __all__ = ["SpectralDensity", "probes", "slq", "spectral_density"]
 
 #: Memory for the Lanczos bases of the probes run together (one probe's basis at least).
 MAX_BASIS_BYTES = 256 * 2**20
+#: Upper limits of the counts (a typo such as 10**9 probes is refused before any work).
+MAX_PROBES = 10_000
+MAX_STEPS = 10_000
+MAX_GRID = 10_000_000
 #: Default Gaussian width, relative to the spread of the Ritz values.
 SIGMA_RATIO = 0.01
 #: Default zero tolerance relative to max |θ|: Ritz values below −tol count as negative.
@@ -126,9 +130,9 @@ class SpectralDensity:
         )
 
 
-def _check_count(value: object, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise OptionError(f"{name} must be an integer ≥ {low}, got {value!r}")
+def _check_count(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise OptionError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     return value
 
 
@@ -229,10 +233,12 @@ def _broaden(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: fl
 
 def _grid(grid: int | np.ndarray | torch.Tensor, lo: float, hi: float) -> np.ndarray:
     if isinstance(grid, int) and not isinstance(grid, bool):
-        return np.linspace(lo, hi, _check_count(grid, "grid", 2))
+        return np.linspace(lo, hi, _check_count(grid, "grid", 2, MAX_GRID))
     values = np.asarray(grid, dtype=np.float64)
-    if values.ndim != 1 or values.size < 2 or not np.isfinite(values).all():
-        raise OptionError("grid must be a point count ≥ 2 or a 1-d array of ≥ 2 finite values")
+    if (values.ndim != 1 or not 2 <= values.size <= MAX_GRID
+            or not np.isfinite(values).all()):
+        raise OptionError(f"grid must be a point count in [2, {MAX_GRID}] or a 1-d array of "
+                          "that many finite values")
     return values
 
 
@@ -257,11 +263,12 @@ def spectral_density(
     negative count.
 
     Raises:
-        OptionError: a count below 1, a negative or non-finite ``sigma`` or ``zero_rtol``,
-            a bad grid.
+        OptionError: a count below 1 or above its limit (:data:`MAX_PROBES`,
+            :data:`MAX_STEPS`, :data:`MAX_GRID`), a sigma that is not finite and > 0, a
+            ``zero_rtol`` outside [0, 1), a bad grid.
     """
-    _check_count(n_probes, "n_probes")
-    _check_count(lanczos_steps, "lanczos_steps")
+    _check_count(n_probes, "n_probes", 1, MAX_PROBES)
+    _check_count(lanczos_steps, "lanczos_steps", 1, MAX_STEPS)
     if sigma is not None and not (isinstance(sigma, (int, float)) and 0 < sigma < math.inf):
         raise OptionError(f"sigma must be a finite number > 0 or None, got {sigma!r}")
     if not (isinstance(zero_rtol, (int, float)) and 0 <= zero_rtol < 1):

@@ -45,6 +45,8 @@ __all__ = ["Trace", "hessian_diagonal", "hessian_trace", "hutchpp"]
 
 #: Entries of the temporaries (n × m × K or n × K × K) one chunk may allocate.
 _CHUNK = 2**22
+#: Memory the Hutch++ sketches (three P × n_matvecs/3 blocks) may take.
+MAX_SKETCH_BYTES = 2 * 2**30
 #: Products the default Hutch++ estimate spends (a third each on the sketch, the projection
 #: and the Hutchinson residual).
 HUTCHPP_MATVECS = 99
@@ -137,6 +139,16 @@ def _apply(op: HessianOperator | LinearOperator, V: torch.Tensor) -> torch.Tenso
     return torch.as_tensor(op @ V.cpu().numpy(), dtype=V.dtype, device=V.device)
 
 
+def _check_matvecs(n_matvecs: object, P: int) -> None:
+    if isinstance(n_matvecs, bool) or not isinstance(n_matvecs, int) or n_matvecs < 3:
+        raise OptionError(f"n_matvecs must be an integer ≥ 3, got {n_matvecs!r}")
+    if 8 * P * n_matvecs > MAX_SKETCH_BYTES:
+        raise OptionError(
+            f"n_matvecs={n_matvecs} needs {8 * P * n_matvecs / 2**30:.1f} GiB of sketches at "
+            f"P = {P}; at most {MAX_SKETCH_BYTES // 2**30} GiB"
+        )
+
+
 def hutchpp(
     op: HessianOperator | LinearOperator, n_matvecs: int = HUTCHPP_MATVECS, seed: int = 0
 ) -> Trace:
@@ -156,8 +168,7 @@ def hutchpp(
     >>> abs(est.value - 55.0) < 1e-9, est.n_matvecs   # s = 10 ≥ P: Q spans everything
     (True, 30)
     """
-    if not (isinstance(n_matvecs, int) and n_matvecs >= 3):
-        raise OptionError(f"n_matvecs must be an integer ≥ 3, got {n_matvecs!r}")
+    _check_matvecs(n_matvecs, op.shape[0])
     P = op.shape[0]
     s = n_matvecs // 3
     net = getattr(op, "net", None)
@@ -197,12 +208,12 @@ def hessian_trace(
     estimate's n_matvecs · n·m·(K + D): K² > n_matvecs · (K + D).
 
     Raises:
-        OptionError: an unknown method, or ``n_matvecs`` < 3.
+        OptionError: an unknown method, ``n_matvecs`` < 3, or sketches above
+            :data:`MAX_SKETCH_BYTES`.
     """
     if method not in ("auto", "exact", "hutch++"):
         raise OptionError(f"unknown method {method!r}; use 'auto', 'exact' or 'hutch++'")
-    if not (isinstance(n_matvecs, int) and n_matvecs >= 3):
-        raise OptionError(f"n_matvecs must be an integer ≥ 3, got {n_matvecs!r}")
+    _check_matvecs(n_matvecs, net.num_params)
     if method == "auto":
         K, q = net.output_dim, net.layout.neuron_size
         loss = data.loss
