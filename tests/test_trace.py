@@ -168,3 +168,21 @@ def test_mismatched_data_is_refused() -> None:
     net, _ = make_problem(Case("tanh", "no_bias", 1, 3))
     with pytest.raises(sm.DataError, match="d="):
         sm.hessian_trace(net, sm.Dataset(torch.zeros(3, 5), torch.zeros(3)))
+
+
+def test_large_data_streams_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from saddlemap import trace
+
+    net, data = make_problem(Case("softplus", "both_biases", 3, 100, loss="cross_entropy"))
+    whole = hessian_diagonal(net, data, batch_size=100)
+    seen: list[int] = []
+    original = trace._diagonal_block
+
+    def spy(fw: Any) -> torch.Tensor:
+        seen.append(fw.S.shape[0])
+        return original(fw)
+
+    monkeypatch.setattr(trace, "_diagonal_block", spy)
+    monkeypatch.setattr(trace, "BLOCK_BYTES", 8 * 40 * (2 * 3 + 5 * 3))  # 40 rows a block
+    assert_close_scaled(hessian_diagonal(net, data), whole, 1e-13)
+    assert seen == [40, 40, 20]

@@ -45,6 +45,9 @@ __all__ = ["Trace", "hessian_diagonal", "hessian_trace", "hutchpp"]
 
 #: Entries of the temporaries (n × m × K or n × K × K) one chunk may allocate.
 _CHUNK = 2**22
+#: Without a ``batch_size``, blocks of samples whose n_b × m matrices (σ, σ', σ'', eaS2
+#: and one temporary) and X̃ take about this much memory.
+BLOCK_BYTES = 64 * 2**20
 #: Memory the Hutch++ sketches (three P × n_matvecs/3 blocks) may take.
 MAX_SKETCH_BYTES = 2 * 2**30
 #: Products the default Hutch++ estimate spends (a third each on the sketch, the projection
@@ -114,7 +117,8 @@ def hessian_diagonal(
 ) -> torch.Tensor:
     """The diagonal of ∇²R(θ) + λ diag(M) in the flat layout, shape (P,), in closed form.
 
-    See the module docstring for the formulas; ``batch_size`` streams over the data.
+    See the module docstring for the formulas; ``batch_size`` streams over the data, and
+    without one the samples go in blocks of about :data:`BLOCK_BYTES` of matrices.
 
     >>> from saddlemap import Dataset, TwoLayerNet, hessian
     >>> net = TwoLayerNet([[0.6, 1.0]], [[1.4]], b=[0.3], activation="erf")
@@ -122,6 +126,9 @@ def hessian_diagonal(
     >>> bool(torch.allclose(hessian_diagonal(net, data), hessian(net, data).diagonal()))
     True
     """
+    if batch_size is None:
+        row_bytes = 8 * (2 * net.layout.aug_dim + 5 * net.width)
+        batch_size = max(1, BLOCK_BYTES // row_bytes)
     diag: torch.Tensor | None = None
     for fw in batches(net, data, batch_size):
         block = _diagonal_block(fw)
