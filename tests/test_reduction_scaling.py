@@ -105,10 +105,14 @@ def test_wide_reduce_reports_dependence_through_the_windows() -> None:
     w = torch.randn(pairs, 3, generator=gen)
     net = sm.TwoLayerNet(torch.randn(2 * pairs, generator=gen), torch.cat([w, w]),
                          b=torch.randn(2 * pairs, generator=gen), activation="exp")
-    red = sm.reduce(net)
-    assert red.width == 2 * pairs > reduction.EXACT_RANK_WIDTH
-    assert red.rank_deficiency == pairs and not red.is_minimal
-    assert any("linearly dependent" in note for note in red.notes)
+    X = 0.5 * torch.randn(300, 3, generator=gen)  # more rows than a window uses: a subset
+    for red in (sm.reduce(net), sm.reduce(net, X)):
+        assert red.width == 2 * pairs > reduction.EXACT_RANK_WIDTH
+        assert red.rank_deficiency == pairs and not red.is_minimal
+        assert any("linearly dependent" in note for note in red.notes)
+    minimal = sm.TwoLayerNet(torch.randn(2 * pairs, generator=gen),
+                             torch.randn(2 * pairs, 3, generator=gen), activation="tanh")
+    assert sm.reduce(minimal, X).is_minimal
 
 
 def test_small_networks_keep_the_single_svd(monkeypatch: pytest.MonkeyPatch) -> None:
