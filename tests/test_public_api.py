@@ -18,6 +18,8 @@ PUBLIC = {
     "loss_autodiff",
     "loss_function", "output_function", "register_activation", "register_loss",
     "residual_function", "residuals", "spectrum",
+    # trace and spectral density
+    "Trace", "hessian_diagonal", "hessian_trace", "SpectralDensity", "spectral_density",
     # verdicts, tolerances and the analysis context
     "Verdict", "Kind", "BranchVerdict", "SplitRegion", "EdgeKind", "EscapeMethod",
     "PlateauVerdict", "ModelKind", "Note", "NoteCode", "Tolerances", "Analysis",
@@ -47,6 +49,7 @@ PUBLIC = {
     # plots
     "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_residual_function",
     "plot_branch_hierarchy", "plot_training", "plot_plateaus", "save_report",
+    "plot_spectral_density",
 }
 
 

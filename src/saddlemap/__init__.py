@@ -89,6 +89,8 @@ if TYPE_CHECKING:
         output_function,
     )
     from .spectral import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
+    from .trace import Trace, hessian_diagonal, hessian_trace
+    from .density import SpectralDensity, spectral_density
     from .zero_set import ZeroSet, ZeroSetPoint
     from .analysis import Analysis, grad_tolerance
     # --- problems, training, critical points and the way down from any point
@@ -142,6 +144,7 @@ if TYPE_CHECKING:
         plot_neuron_map,
         plot_plateaus,
         plot_residual_function,
+        plot_spectral_density,
         plot_spectrum,
         plot_training,
     )
