@@ -47,6 +47,11 @@ PUBLIC = {
     # plots
     "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_residual_function",
     "plot_branch_hierarchy", "plot_training", "plot_plateaus", "save_report",
+    # deep MLPs
+    "MLP", "MLPLayout", "MLPHessianOperator", "mlp_loss", "mlp_loss_and_gradient",
+    "mlp_gradient", "mlp_hvp", "mlp_hessian", "mlp_hessian_operator", "mlp_spectrum",
+    "mlp_loss_function", "mlp_output_function", "mlp_gradient_autodiff", "mlp_hvp_autodiff",
+    "mlp_hessian_autodiff",
 }
 
 

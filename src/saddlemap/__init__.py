@@ -146,6 +146,24 @@ if TYPE_CHECKING:
         plot_training,
     )
     from .report import save_report
+    # --- deep MLPs: any depth (saddlemap.deep)
+    from .deep import (
+        MLP,
+        MLPHessianOperator,
+        MLPLayout,
+        mlp_gradient,
+        mlp_gradient_autodiff,
+        mlp_hessian,
+        mlp_hessian_autodiff,
+        mlp_hessian_operator,
+        mlp_hvp,
+        mlp_hvp_autodiff,
+        mlp_loss,
+        mlp_loss_and_gradient,
+        mlp_loss_function,
+        mlp_output_function,
+        mlp_spectrum,
+    )
     # isort: on
 
 _WHERE: dict[str, str] = public_names(__file__)

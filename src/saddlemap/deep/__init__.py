@@ -1,0 +1,45 @@
+"""Deep multilayer perceptrons: parameters, derivatives, reduction, embedding, witnesses.
+
+The two-layer modules of saddlemap work on :class:`~saddlemap.TwoLayerNet`; this package
+carries the same objects to networks of any depth (:class:`MLP`).
+"""
+
+from __future__ import annotations
+
+from .autodiff import (
+    mlp_gradient_autodiff,
+    mlp_hessian_autodiff,
+    mlp_hvp_autodiff,
+    mlp_loss_function,
+    mlp_output_function,
+)
+from .derivatives import (
+    MLPHessianOperator,
+    mlp_gradient,
+    mlp_hessian,
+    mlp_hessian_operator,
+    mlp_hvp,
+    mlp_loss,
+    mlp_loss_and_gradient,
+    mlp_spectrum,
+)
+from .mlp import MLP, MLPLayout, sklearn_loss
+
+__all__ = [
+    "MLP",
+    "MLPHessianOperator",
+    "MLPLayout",
+    "mlp_gradient",
+    "mlp_gradient_autodiff",
+    "mlp_hessian",
+    "mlp_hessian_autodiff",
+    "mlp_hessian_operator",
+    "mlp_hvp",
+    "mlp_hvp_autodiff",
+    "mlp_loss",
+    "mlp_loss_and_gradient",
+    "mlp_loss_function",
+    "mlp_output_function",
+    "mlp_spectrum",
+    "sklearn_loss",
+]
