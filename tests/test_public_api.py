@@ -51,7 +51,8 @@ PUBLIC = {
     "MLP", "MLPLayout", "MLPHessianOperator", "mlp_loss", "mlp_loss_and_gradient",
     "mlp_gradient", "mlp_hvp", "mlp_hessian", "mlp_hessian_operator", "mlp_spectrum",
     "mlp_loss_function", "mlp_output_function", "mlp_gradient_autodiff", "mlp_hvp_autodiff",
-    "mlp_hessian_autodiff",
+    "mlp_hessian_autodiff", "MLPReduction", "reduce_mlp", "MLPEmbedding", "split_mlp_neuron",
+    "add_mlp_null_neuron",
 }
 
 

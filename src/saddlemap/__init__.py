@@ -149,8 +149,11 @@ if TYPE_CHECKING:
     # --- deep MLPs: any depth (saddlemap.deep)
     from .deep import (
         MLP,
+        MLPEmbedding,
         MLPHessianOperator,
         MLPLayout,
+        MLPReduction,
+        add_mlp_null_neuron,
         mlp_gradient,
         mlp_gradient_autodiff,
         mlp_hessian,
@@ -163,6 +166,8 @@ if TYPE_CHECKING:
         mlp_loss_function,
         mlp_output_function,
         mlp_spectrum,
+        reduce_mlp,
+        split_mlp_neuron,
     )
     # isort: on
 

@@ -23,12 +23,17 @@ from .derivatives import (
     mlp_loss_and_gradient,
     mlp_spectrum,
 )
+from .embedding import MLPEmbedding, add_mlp_null_neuron, split_mlp_neuron
 from .mlp import MLP, MLPLayout, sklearn_loss
+from .reduction import MLPReduction, reduce_mlp
 
 __all__ = [
     "MLP",
+    "MLPEmbedding",
     "MLPHessianOperator",
     "MLPLayout",
+    "MLPReduction",
+    "add_mlp_null_neuron",
     "mlp_gradient",
     "mlp_gradient_autodiff",
     "mlp_hessian",
@@ -41,5 +46,7 @@ __all__ = [
     "mlp_loss_function",
     "mlp_output_function",
     "mlp_spectrum",
+    "reduce_mlp",
     "sklearn_loss",
+    "split_mlp_neuron",
 ]
