@@ -52,7 +52,8 @@ PUBLIC = {
     "mlp_gradient", "mlp_hvp", "mlp_hessian", "mlp_hessian_operator", "mlp_spectrum",
     "mlp_loss_function", "mlp_output_function", "mlp_gradient_autodiff", "mlp_hvp_autodiff",
     "mlp_hessian_autodiff", "MLPReduction", "reduce_mlp", "MLPEmbedding", "split_mlp_neuron",
-    "add_mlp_null_neuron",
+    "add_mlp_null_neuron", "LayerResidualFunction", "layer_residual_function", "SaddleWitness",
+    "null_neuron_witness", "split_witness",
 }
 
 

@@ -149,11 +149,14 @@ if TYPE_CHECKING:
     # --- deep MLPs: any depth (saddlemap.deep)
     from .deep import (
         MLP,
+        LayerResidualFunction,
         MLPEmbedding,
         MLPHessianOperator,
         MLPLayout,
         MLPReduction,
+        SaddleWitness,
         add_mlp_null_neuron,
+        layer_residual_function,
         mlp_gradient,
         mlp_gradient_autodiff,
         mlp_hessian,
@@ -166,8 +169,10 @@ if TYPE_CHECKING:
         mlp_loss_function,
         mlp_output_function,
         mlp_spectrum,
+        null_neuron_witness,
         reduce_mlp,
         split_mlp_neuron,
+        split_witness,
     )
     # isort: on
 

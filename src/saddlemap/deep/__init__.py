@@ -26,14 +26,24 @@ from .derivatives import (
 from .embedding import MLPEmbedding, add_mlp_null_neuron, split_mlp_neuron
 from .mlp import MLP, MLPLayout, sklearn_loss
 from .reduction import MLPReduction, reduce_mlp
+from .witnesses import (
+    LayerResidualFunction,
+    SaddleWitness,
+    layer_residual_function,
+    null_neuron_witness,
+    split_witness,
+)
 
 __all__ = [
     "MLP",
+    "LayerResidualFunction",
     "MLPEmbedding",
     "MLPHessianOperator",
     "MLPLayout",
     "MLPReduction",
+    "SaddleWitness",
     "add_mlp_null_neuron",
+    "layer_residual_function",
     "mlp_gradient",
     "mlp_gradient_autodiff",
     "mlp_hessian",
@@ -46,7 +56,9 @@ __all__ = [
     "mlp_loss_function",
     "mlp_output_function",
     "mlp_spectrum",
+    "null_neuron_witness",
     "reduce_mlp",
     "sklearn_loss",
     "split_mlp_neuron",
+    "split_witness",
 ]
