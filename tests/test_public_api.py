@@ -53,7 +53,7 @@ PUBLIC = {
     "mlp_loss_function", "mlp_output_function", "mlp_gradient_autodiff", "mlp_hvp_autodiff",
     "mlp_hessian_autodiff", "MLPReduction", "reduce_mlp", "MLPEmbedding", "split_mlp_neuron",
     "add_mlp_null_neuron", "LayerResidualFunction", "layer_residual_function", "SaddleWitness",
-    "null_neuron_witness", "split_witness",
+    "null_neuron_witness", "split_witness", "LoadedMLP", "load_mlp",
 }
 
 

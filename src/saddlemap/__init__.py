@@ -150,6 +150,7 @@ if TYPE_CHECKING:
     from .deep import (
         MLP,
         LayerResidualFunction,
+        LoadedMLP,
         MLPEmbedding,
         MLPHessianOperator,
         MLPLayout,
@@ -157,6 +158,7 @@ if TYPE_CHECKING:
         SaddleWitness,
         add_mlp_null_neuron,
         layer_residual_function,
+        load_mlp,
         mlp_gradient,
         mlp_gradient_autodiff,
         mlp_hessian,

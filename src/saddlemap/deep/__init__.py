@@ -24,6 +24,7 @@ from .derivatives import (
     mlp_spectrum,
 )
 from .embedding import MLPEmbedding, add_mlp_null_neuron, split_mlp_neuron
+from .loading import LoadedMLP, load_mlp
 from .mlp import MLP, MLPLayout, sklearn_loss
 from .reduction import MLPReduction, reduce_mlp
 from .witnesses import (
@@ -37,6 +38,7 @@ from .witnesses import (
 __all__ = [
     "MLP",
     "LayerResidualFunction",
+    "LoadedMLP",
     "MLPEmbedding",
     "MLPHessianOperator",
     "MLPLayout",
@@ -44,6 +46,7 @@ __all__ = [
     "SaddleWitness",
     "add_mlp_null_neuron",
     "layer_residual_function",
+    "load_mlp",
     "mlp_gradient",
     "mlp_gradient_autodiff",
     "mlp_hessian",
