@@ -61,6 +61,7 @@ def test_reduce_recovers_random_splits_and_null_neurons(sizes: tuple[int, ...],
     assert red.widths_before == wide.widths
     assert red.widths_after == original.widths
     assert red.is_minimal
+    assert any("outside the theory" in n for n in red.notes) == (activation == "relu")
     scale = 1.0 + float(original(X).abs().max())
     assert red.output_change <= 1e-12 * scale
     probe = torch.randn(50, sizes[0], generator=torch.Generator().manual_seed(10))

@@ -202,6 +202,10 @@ def reduce_mlp(
             state.fold_constants(j, const_tol)
             changed |= state.apply(j, tol, a_tol, tolerances)
     reduced = state.mlp()
+    if not net.activation.in_theory:
+        kind = "a polynomial" if net.activation.analytic else "not analytic"
+        state.notes.append(f"{net.activation.name} is {kind}: outside the theory (for ReLU-type "
+                           "activations neurons are merged by direction, a·‖w̃‖ onto unit w̃)")
     probes = _probes(net, X, num_probes)
     with torch.no_grad():
         change = float((net(probes) - reduced(probes)).abs().max()) if probes.numel() else 0.0
