@@ -164,3 +164,20 @@ def test_bad_input(kwargs: dict[str, object], name: str) -> None:
     args: dict[str, object] = {"v": torch.ones(net.num_params), "batch_size": 3, **kwargs}
     with pytest.raises(sm.OptionError, match=name):
         minibatch_noise(net, data, args["v"], args["batch_size"])  # type: ignore[arg-type]
+
+
+def test_no_noise_along_the_escape_of_a_symmetric_committee_saddle() -> None:
+    # two equal students: every per-sample gradient respects the swap of the two neurons, and
+    # the escape direction of the symmetric point is antisymmetric, (u, −u), so the
+    # minibatch noise along it vanishes (up to rounding) however small the batch
+    prob = sm.teacher_student(2, 2, d=4, n=13, activation="erf", orthonormal=True, seed=1)
+    w = prob.teacher.W.sum(dim=0) / 2
+    net = sm.TwoLayerNet(torch.ones(2, 1), torch.stack([w, w]), activation="erf")
+    free = (freeze_mask(net, ["a"]) != 0).nonzero().flatten()
+    found = escape_noise(net, prob.data, batch_size=2, free=free)
+    assert found is not None and found.lambda_min < 0
+    W_dir = net.layout.split(found.direction)[1]
+    torch.testing.assert_close(W_dir[0], -W_dir[1], rtol=0, atol=1e-10)
+    per_sample = directional_sample_gradients(net, prob.data, torch.randn(net.num_params))
+    scale = float(per_sample.var()) * 0.5  # the noise along a generic direction, B = 2
+    assert found.noise <= 1e3 * EPS * max(scale, EPS)
