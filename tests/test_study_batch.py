@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,12 @@ def test_stored_and_summarised_by_batch_size(tmp_path: Path) -> None:
     assert all(r.plateaus == 1 for r in summary.rows)
     table = summary.to_markdown()
     assert "| full |" in table and "| 32 |" in table
+    # the command line groups by it too (a real subprocess, one thread)
+    out = subprocess.run([sys.executable, "-m", "saddlemap.cli", "study", "summary", db,
+                          "--by", "batch_size"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("| batch_size | runs |")
+    assert "| full |" in out.stdout and "| 32 |" in out.stdout
 
 
 def test_the_batch_study_example_loads() -> None:
