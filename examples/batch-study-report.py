@@ -6,7 +6,7 @@
 Prints the summary tables (plateau counts per verdict with Wilson intervals, mean plateau
 length) by committee, activation, m/r* and batch size; the paired comparison of each
 minibatch run with its full-batch twin (same teacher, seed and step size); and, at every
-plateau's stored mid-plateau snapshot, λ_min of the trained block of ∇²R with the
+plateau's stored snapshot (least ‖∇R‖), λ_min of the trained block of ∇²R with the
 minibatch noise along its eigenvector, vᵀΣ_B v, recomputed from the stored parameters.
 """
 
