@@ -29,6 +29,8 @@ PUBLIC = {
     # problems and training
     "teacher_student", "TeacherStudent", "TeacherStudentSettings", "train", "safe_step_size",
     "TrainResult", "TrainState", "History",
+    # minibatch noise
+    "EscapeNoise", "escape_noise", "minibatch_noise",
     # critical points
     "CriticalPoint", "certify", "convergence_order", "find_critical_point",
     "grad_tolerance",

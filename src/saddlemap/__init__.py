@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     # --- problems, training, critical points and the way down from any point
     from .problems import TeacherStudent, TeacherStudentSettings, teacher_student
     from .training import History, TrainResult, TrainState, safe_step_size, train
+    from .noise import EscapeNoise, escape_noise, minibatch_noise
     from .critical_points import CriticalPoint, certify, convergence_order, find_critical_point
     from .descent import Descent, negative_curvature_step
     # --- geometry: reduction, compression, embedding, the critical set

@@ -12,6 +12,15 @@ neurons with equal input weights whose opposite output weights grow while R stil
 Every rule and threshold is in :class:`PlateauRules` (:attr:`PlateauMonitor.rules`), so a
 study can record what its verdicts were decided with.
 
+**Minibatch training.**  On a minibatch run the observed loss R_B(θ_t) is noisy, and the
+stall rule would fire on noise or never.  As a :func:`~saddlemap.train` callback the monitor
+therefore observes only the evaluation steps (``eval_every``) and uses their *full-batch*
+R and ‖∇R‖ (:attr:`~saddlemap.TrainState.full_loss`): detection, snapshots and verdicts are
+those of a full-batch run observed every ``eval_every`` steps (``window``, ``min_length`` and
+``escape_steps`` stay in steps).  Each plateau of such a run also gets the minibatch noise
+along its escape direction at the snapshot (:func:`~saddlemap.noise.escape_noise`):
+vᵀΣ_B v against λ_min (:attr:`Plateau.noise_along_escape`, :attr:`Plateau.lambda_min`).
+
 Cost: the loss and the gradient norm come free from the :class:`~saddlemap.TrainState`; the
 effective width is computed every ``every`` steps, by a vectorised check that no two neurons
 are within ``width_tol`` (and none is null), falling back to :func:`~saddlemap.reduce` (no
@@ -47,6 +56,7 @@ from .data import Dataset
 from .derivatives import gradient, hessian, loss, loss_and_gradient
 from .errors import OptionError
 from .network import TwoLayerNet
+from .noise import escape_noise
 from .reduction import Reduction, default_tolerances, reduce
 from .saddles import classify
 from .spectral import Spectrum, dense_spectrum
@@ -213,6 +223,12 @@ class Plateau:
             output weights sum to zero, and zero or constant neurons (one group each).
         warnings: the :class:`~saddlemap.NoteCode` values of the refinement's warnings
             (full-space refinement only).
+        batch_size: the minibatch size B the noise is measured for (None: full batch, no
+            noise measure).
+        lambda_min: the smallest eigenvalue of the trained block of ∇²R at the snapshot
+            (with a noise measure only).
+        noise_along_escape: vᵀΣ_B v at the snapshot, v the unit eigenvector of
+            ``lambda_min`` and Σ_B the covariance of minibatch gradients of size B.
     """
 
     start: int
@@ -235,11 +251,27 @@ class Plateau:
     clusters: tuple[tuple[int, ...], ...] = ()
     null_neurons: tuple[tuple[int, ...], ...] = ()
     warnings: tuple[str, ...] = ()
+    batch_size: int | None = None
+    lambda_min: float | None = None
+    noise_along_escape: float | None = None
 
     @property
     def duration(self) -> int:
         """``end − start`` in steps."""
         return self.end - self.start
+
+    @property
+    def noise_length(self) -> float | None:
+        """√(vᵀΣ_B v) / |λ_min|: where the curvature's pull along v equals the noise.
+
+        The distance along v at which |λ_min| δ is one standard deviation of the minibatch
+        gradient along v; None without a noise measure, ∞ at λ_min = 0.
+        """
+        if self.noise_along_escape is None or self.lambda_min is None:
+            return None
+        if self.lambda_min == 0.0:
+            return math.inf
+        return math.sqrt(self.noise_along_escape) / abs(self.lambda_min)
 
 
 # ------------------------------------------------------------------------ snapshots
@@ -451,6 +483,9 @@ class PlateauMonitor:
         rel_rtol, floor, drop, escape_steps, speedup, max_distance, path_margin, path_points,
             snapshots, max_iter: see :class:`PlateauRules` (``escape_steps`` None:
             10 · window).
+        batch_size: measure the minibatch noise along each plateau's escape direction for
+            this B; None: the B of the observed minibatch :class:`~saddlemap.TrainState`
+            (no noise measure on full-batch runs).
 
     Attributes:
         plateaus: the plateaus, in order.
@@ -488,9 +523,13 @@ class PlateauMonitor:
         path_points: int = 11,
         snapshots: int = 64,
         max_iter: int = 50,
+        batch_size: int | None = None,
     ) -> None:
         if not _is_int(every, 1):
             raise OptionError(f"every must be an integer ≥ 1, got {every!r}")
+        if batch_size is not None and not _is_int(batch_size, 1):
+            raise OptionError(f"batch_size must be an integer ≥ 1 or None, got {batch_size!r}")
+        self.batch_size = batch_size
         if not _is_real(width_tol, 0.0):
             raise OptionError(f"width_tol must be a finite number ≥ 0, got {width_tol!r}")
         if escape_steps is None and _is_int(window, 1):
@@ -533,10 +572,19 @@ class PlateauMonitor:
 
     # ------------------------------------------------------------------ observation
     def __call__(self, state: TrainState) -> bool | None:
-        """Callback for :func:`~saddlemap.train`: observe the state; never stops training."""
+        """Callback for :func:`~saddlemap.train`: observe the state; never stops training.
+
+        A minibatch state is observed only at evaluation steps, with its full-batch R and
+        ‖∇R‖ (see the module docstring).
+        """
+        value, norm = state.full_loss, state.full_grad_norm
+        if value is None or norm is None:
+            return None  # a minibatch step between evaluations
+        if state.batch_size is not None and self.batch_size is None:
+            self.batch_size = state.batch_size
         if self.freeze is None:
             self._note_zero_blocks(state.net, state.grad)
-        self._record(state.step, state.net, state.loss, state.grad_norm)
+        self._record(state.step, state.net, value, norm)
         return None
 
     def _note_zero_blocks(self, net: TwoLayerNet, grad: torch.Tensor) -> None:
@@ -635,8 +683,8 @@ class PlateauMonitor:
 
     def _extend_run(self, step: int, loss: float) -> None:
         if self._run_start is None:
-            self._run_start, self._run_length = step, 0
-        self._run_length += 1
+            self._run_start = step
+        self._run_length = step - self._run_start + 1  # in steps, however sparse the observation
         if self._run_length >= self.min_length and not self._announced:
             self._announced = True
             self.events.append(
@@ -712,6 +760,7 @@ class PlateauMonitor:
         base = Plateau(cand.start, cand.end, cand.snap_loss, width, PlateauVerdict.NOT_REFINED,
                        None, None, snapshot_step=cand.snap_step, frozen=self.frozen,
                        snapshot=snap)
+        base = self._with_noise(base, snap)
         if not self.refine:
             return base
         data = self.data.to(snap.dtype, snap.device)
@@ -725,6 +774,24 @@ class PlateauMonitor:
                                "parameters with frozen ones: not refined")
             return base
         return self._judge(base, snap, ref, data)
+
+    def _with_noise(self, base: Plateau, snap: TwoLayerNet) -> Plateau:
+        """The plateau with the minibatch noise along the snapshot's escape direction."""
+        if self.batch_size is None:
+            return base
+        data = self.data.to(snap.dtype, snap.device)
+        free = None if not self.frozen else (freeze_mask(snap, self.frozen) != 0).nonzero(
+        ).flatten()
+        try:
+            found = escape_noise(snap, data, self.batch_size, free=free)
+        except Exception as exc:  # a failed measurement must not stop training
+            self.events.append(f"step {base.end}: noise measure failed: {exc}")
+            found = None
+        if found is None:
+            return dataclasses.replace(base, batch_size=self.batch_size)
+        return dataclasses.replace(base, batch_size=self.batch_size,
+                                   lambda_min=found.lambda_min,
+                                   noise_along_escape=found.noise)
 
     def _refine(self, snap: TwoLayerNet, data: Dataset) -> _Refinement | None:
         if not self.frozen:

@@ -18,6 +18,7 @@ scalars shared by every run::
     optimizer = ["gd"]
     lr = ["auto"]        # "auto" (or JSON null): gd's safe step size, the optimizer default
     init_scale = [0.5]
+    batch_size = ["full"]  # minibatch sizes; "full" (or JSON null): full-batch training
     seeds = 5            # a count (seeds 0..4) or a list of seeds
 
 Every grid key and scalar is optional (defaults below); a scalar in place of a grid list
@@ -28,7 +29,7 @@ stands for a one-element list.  :meth:`StudyConfig.runs` expands the grid into
 r*: ``"r"``, ``"r+1"``, ``"2r"``, ``"4r"``, ``"2r-1"`` (an integer is an absolute width).  The
 grid is checked per cell: a cell whose width is below its teacher width is left out (the file
 is refused only when no cell remains), and a cell whose widths coincide (``"r+1"`` and
-``"2r"`` at r* = 1) is run once.
+``"2r"`` at r* = 1) is run once, and so is a batch size ≥ n (full batch).
 
 **Arms.**  ``[[arm]]`` tables run several grids from one file: each arm takes the top-level
 grid and scalars and replaces the keys it names (grid keys, ``committee`` and ``steps``), e.g.
@@ -42,6 +43,11 @@ a Saad–Solla committee arm beside the main grid::
     committee = true
     activation = ["erf"]
     teacher_width = [2, 3]
+
+**Minibatches.**  ``batch_size`` runs minibatch training (:func:`~saddlemap.train` with
+``batch_size``); a minibatch run's monitor sees the full-batch loss every ``eval_every``
+steps (a top-level scalar, default 10).  Neither enters the id of a full-batch run, so run
+ids of studies without the axis do not change.
 
 **Plateau rules.**  A ``[rules]`` table sets any :class:`~saddlemap.PlateauRules` field
 (``rel_rtol``, ``floor``, ``drop``, ``escape_steps``, ``max_distance``, ``path_margin``, …);
@@ -90,7 +96,7 @@ __all__ = [
     "load_config",
 ]
 
-OPTIMIZERS = ("gd", "adam", "lbfgs")
+OPTIMIZERS = ("gd", "momentum", "adam", "lbfgs")
 
 
 class ConfigError(SaddlemapError, ValueError):
@@ -108,7 +114,7 @@ class RunSpec:
         d: input dimension.
         n: number of samples.
         noise: label-noise standard deviation.
-        optimizer: ``"gd"``, ``"adam"`` or ``"lbfgs"``.
+        optimizer: ``"gd"``, ``"momentum"``, ``"adam"`` or ``"lbfgs"``.
         lr: step size, or None for the optimizer's default.
         init_scale: student initialisation scale.
         seed: seed of the problem (teacher, data, student).
@@ -120,6 +126,9 @@ class RunSpec:
             unit output weights, and a student whose output weights are fixed at 1.
         rules: further :class:`~saddlemap.PlateauRules` settings as sorted (name, value)
             pairs (the config's ``[rules]`` table); empty: the defaults.
+        batch_size: the minibatch size B, or None for full-batch training.
+        eval_every: minibatch runs: steps between full-batch evaluations (the monitor's
+            observations).
     """
 
     activation: str
@@ -138,6 +147,8 @@ class RunSpec:
     min_length: int
     committee: bool = False
     rules: tuple[tuple[str, Any], ...] = ()
+    batch_size: int | None = None
+    eval_every: int = 10
 
     @property
     def ratio(self) -> float:
@@ -170,6 +181,10 @@ class RunSpec:
             del d["committee"]  # ids of ordinary runs do not depend on the option
         if not d["rules"]:
             del d["rules"]  # nor on default rules
+        if d["batch_size"] is None or d["eval_every"] == _DEFAULT_EVAL_EVERY:
+            del d["eval_every"]  # a full-batch run's monitor sees every step
+        if d["batch_size"] is None:
+            del d["batch_size"]  # nor on full-batch training
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -210,7 +225,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "window": (1, 1_000_000),
     "min_length": (1, 1_000_000),
     "rtol": (0.0, 1.0),
+    "batch_size": (1, 10_000_000),
+    "eval_every": (1, 1_000_000),
 }
+_DEFAULT_EVAL_EVERY = 10
 
 
 # ---------------------------------------------------------------------------- validation
@@ -335,6 +353,15 @@ def _lr(key: str, v: Any) -> float | None:
     return _limited_real("lr", positive=True)(key, v)
 
 
+def _batch_size(key: str, v: Any) -> int | None:
+    """A minibatch size, or None for ``"full"`` (or JSON null): full-batch training."""
+    if v is None or (isinstance(v, str) and v.strip().lower() == "full"):
+        return None
+    if isinstance(v, str):
+        raise ConfigError(f"{key}: expected an integer or \"full\", got {_show(v)}")
+    return _limited_int("batch_size")(key, v)
+
+
 def _bool(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{key}: expected true or false, got {_show(v)}")
@@ -351,6 +378,7 @@ _GRID: dict[str, tuple[Callable[[str, Any], Any], tuple[Any, ...]]] = {
     "optimizer": (_choice(OPTIMIZERS), ("gd",)),
     "lr": (_lr, (None,)),
     "init_scale": (_limited_real("init_scale", positive=True), (0.5,)),
+    "batch_size": (_batch_size, (None,)),
 }
 
 _SCALARS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
@@ -359,6 +387,7 @@ _SCALARS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "rtol": (_limited_real("rtol", positive=True), 1e-3),
     "min_length": (_limited_int("min_length"), 50),
     "committee": (_bool, False),
+    "eval_every": (_limited_int("eval_every"), _DEFAULT_EVAL_EVERY),
 }
 
 _check_max_runs = _int(1)
@@ -548,12 +577,14 @@ class StudyConfig:
     optimizer: tuple[str, ...] = ("gd",)
     lr: tuple[float | None, ...] = (None,)
     init_scale: tuple[float, ...] = (0.5,)
+    batch_size: tuple[int | None, ...] = (None,)
     seeds: tuple[int, ...] = (0,)
     steps: int = 1000
     window: int = 100
     rtol: float = 1e-3
     min_length: int = 50
     committee: bool = False
+    eval_every: int = _DEFAULT_EVAL_EVERY
     rules: tuple[tuple[str, Any], ...] = ()
     arms: tuple[tuple[str, StudyConfig], ...] = ()
     max_runs: int = MAX_RUNS
@@ -629,13 +660,22 @@ class StudyConfig:
         """
         grid = {key: list(getattr(self, key)) for key in (*_GRID, "seeds")}
         out: dict[str, Any] = {"grid": grid, **{key: getattr(self, key) for key in _SCALARS}}
+        # the minibatch settings only where used: the stored config of a full-batch study
+        # stays what it was before they existed
+        if self.batch_size == (None,):
+            del grid["batch_size"]
+        if self.eval_every == _DEFAULT_EVAL_EVERY:
+            del out["eval_every"]
         if self.rules:
             out["rules"] = dict(self.rules)
         if self.arms:
             out["arm"] = []
             for name, arm in self.arms:
                 doc = arm.to_dict()
-                out["arm"].append({"name": name, **doc.pop("grid"), "committee":
+                arm_grid = doc.pop("grid")
+                if self.batch_size != (None,):  # an arm's full batch, written out
+                    arm_grid.setdefault("batch_size", [None])
+                out["arm"].append({"name": name, **arm_grid, "committee":
                                    doc["committee"], "steps": doc["steps"]})
         if self.max_runs != MAX_RUNS:
             out["max_runs"] = self.max_runs
@@ -664,6 +704,8 @@ class StudyConfig:
             values = dict(zip(keys, combo, strict=True))
             values["seed"] = values.pop("seeds")
             values["width"] = resolve_width(values["width"], values["teacher_width"])
+            if values["batch_size"] is not None and values["batch_size"] >= values["n"]:
+                values["batch_size"] = None  # a batch of all samples is full-batch training
             cell = tuple(values.values())
             if values["width"] < values["teacher_width"] or cell in seen:
                 continue  # a cell below r*, or a width two expressions share

@@ -141,6 +141,9 @@ def _plateau_record(p: Plateau) -> dict[str, Any]:
             int(layout.output_bias)],
         "snapshot": _flat(p.snapshot),
         "refined": _flat(p.refined),
+        "batch_size": p.batch_size,
+        "noise_lambda_min": p.lambda_min,
+        "noise_along_escape": p.noise_along_escape,
     }
 
 
@@ -163,7 +166,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         n_positive, accepted, max_path_loss, channel (a pair or None), clusters and
         null_neurons (lists of lists of neuron indices), warnings (note codes), frozen
         (block names), activation, layout ([width, d, outputs, hidden bias, output bias])
-        and the float64 flat parameters ``snapshot`` and ``refined`` (or None).
+        and the float64 flat parameters ``snapshot`` and ``refined`` (or None); for a
+        minibatch run also ``batch_size``, ``noise_lambda_min`` and ``noise_along_escape``
+        (the :class:`~saddlemap.Plateau` noise measure at the snapshot; None otherwise, and
+        not kept by the store).
     """
     student, data = build_problem(spec)
     rules = spec.plateau_rules()
@@ -178,6 +184,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         callbacks=[monitor],
         seed=spec.seed,
         freeze=("a",) if spec.committee else (),
+        batch_size=spec.batch_size,
+        eval_every=spec.eval_every,
     )
     found = monitor.finish()
     history = monitor.history

@@ -186,7 +186,7 @@ def _order(value: Any) -> tuple[Any, ...]:
 def _format_value(key: str, value: Any) -> str:
     """A group value for tables and tick labels."""
     if value is None:
-        return "auto" if key == "lr" else "–"
+        return {"lr": "auto", "batch_size": "full"}.get(key, "–")
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -487,10 +487,10 @@ def summarize(db_path: str | Path,
         db_path: the study database (it must exist; it is checked like any store).
         by: the keys to group by, in order: any :class:`RunSpec` field (activation,
             teacher_width, width, d, n, noise, optimizer, lr, init_scale, seed, steps,
-            window, rtol, min_length, committee, rules), ``ratio`` (width / teacher_width)
-            and the aliases of :data:`KEY_ALIASES` (``init``, ``optimiser``, ``r``,
-            ``teacher``, ``m``, ``seeds``); a sequence or one comma-separated string.  No
-            keys: one group of all runs.
+            window, rtol, min_length, committee, rules, batch_size, eval_every), ``ratio``
+            (width / teacher_width) and the aliases of :data:`KEY_ALIASES` (``init``,
+            ``optimiser``, ``r``, ``teacher``, ``m``, ``seeds``); a sequence or one
+            comma-separated string.  No keys: one group of all runs.
 
     Returns:
         The :class:`Summary`.
