@@ -40,11 +40,24 @@ def test_constructed_non_strict_saddle_reports_a_descending_curve() -> None:
         assert sm.loss(curve.point(t), WORKED) < sm.loss(net, WORKED)
 
 
-def test_stalled_training_run_has_a_smaller_minimal_width() -> None:
-    rep = sm.run_demo()
-    assert rep.compression.width < rep.net.width
+def test_demo_plateau_is_a_narrower_saddle_escaped_by_orders_of_magnitude() -> None:
+    demo = sm.run_demo()
+    rep = demo.report
+    assert demo.plateau.verdict is sm.PlateauVerdict.NARROWER_SADDLE
+    assert demo.plateau.snapshot_step is not None
+    assert demo.plateau.start < demo.plateau.snapshot_step < demo.plateau.end
+    assert rep.verdict is sm.Kind.STRICT_SADDLE and rep.describes_model
+    assert rep.minimal_width == rep.compression.width == 1 < rep.net.width == 2
     assert rep.compression.params_after < rep.compression.params_before
-    assert "stalled" in str(rep.notes[0])
+    assert rep.escape is not None and rep.escape.escaped
+    assert demo.drop > 6  # the plateau R ≈ 0.033 falls to the teacher's R = 0
+    assert "plateau from step" in str(rep.notes[0])
+
+
+def test_demo_rejects_absurd_steps() -> None:
+    for steps in (0, -3, 1.5, True):
+        with pytest.raises(sm.OptionError, match="steps"):
+            sm.run_demo(steps=steps)  # type: ignore[arg-type]
 
 
 def test_report_json_markdown_html(tmp_path: Path) -> None:
@@ -69,7 +82,15 @@ def test_report_json_markdown_html(tmp_path: Path) -> None:
     assert record["escape"]["end_loss"] < record["loss"]
     html = open(paths["html"]).read()
     assert html.count("data:image/png;base64,") >= 3  # self-contained figures
-    assert "Answers" in open(paths["markdown"]).read()
+    markdown = open(paths["markdown"]).read()
+    # the three answers open the page, each with its number; the evidence is labelled
+    top = markdown.split("## ")[1]
+    assert top.startswith("Three answers")
+    assert "r = 1 of m = 2" in top and "Neurons 0 and 1" in top and "ΔR = -" in top
+    evidence = markdown.split("## Evidence")[1].split("## ")[0]
+    assert "‖∇R‖ of the model as given = " in evidence
+    assert "‖∇R‖ at the analysed point = " in evidence
+    assert '<ol class=answers>' in html and html.index("answers") < html.index("Evidence")
 
 
 def test_compress_keeps_outputs_and_counts_savings() -> None:
