@@ -97,9 +97,14 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Projection of the rows onto their two leading principal axes, and the variance kept.
 
-    Axis signs are fixed (largest loading positive) so the picture is deterministic.
+    Axis signs are fixed (largest loading positive) so the picture is deterministic.  When
+    the rows (nearly) coincide — neurons of one cluster — their centred spread is rounding
+    noise, so the axes are those of the uncentred rows and coinciding neurons stay together.
     """
     centred = points - points.mean(axis=0)
+    size = float(np.abs(points).max(initial=0.0))
+    if float(np.abs(centred).max(initial=0.0)) <= 1e-8 * max(size, 1e-300):
+        centred = points
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     axes = np.zeros((2, points.shape[1]))
     k = min(2, vt.shape[0])
@@ -110,6 +115,22 @@ def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, float]:
     total = float((s**2).sum())
     kept = float((s[:k] ** 2).sum()) / total if total > 0 else 1.0
     return centred @ axes.T, kept
+
+
+def _min_extent(ax: Axes, xy: np.ndarray) -> None:
+    """Axis limits at least a fifth of the largest coordinate wide.
+
+    Rounding-level differences between coinciding neurons are then not blown up to fill
+    the picture.
+    """
+    if not len(xy):
+        return
+    ref = max(float(np.abs(xy).max()), 1e-12)
+    for i, setter in ((0, ax.set_xlim), (1, ax.set_ylim)):
+        lo, hi = float(xy[:, i].min()), float(xy[:, i].max())
+        if hi - lo < 0.1 * ref:
+            mid = 0.5 * (lo + hi)
+            setter(mid - 0.1 * ref, mid + 0.1 * ref)
 
 
 def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None = None) -> Axes:
@@ -176,6 +197,7 @@ def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None =
                label="neurons")
     if D == 1:
         ax.axhline(0.0, color="0.7", lw=0.8, zorder=1)
+    _min_extent(ax, xy)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     merged = sum(1 for g in red.groups if len(g) > 1)
@@ -290,7 +312,7 @@ def plot_spectrum(spectrum: Spectrum, *, ax: Axes | None = None) -> Axes:
         if mask.any():
             ax.scatter(idx[mask], lam[mask], color=color, s=18, zorder=3,
                        label=f"{name} ({int(mask.sum())})")
-    ax.set_yscale("symlog", linthresh=linthresh)
+    _symlog_r(ax, lam, linthresh)
     ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
     ax.set_xlabel("index (ascending)")
     ax.set_ylabel("eigenvalue λ")
@@ -336,19 +358,24 @@ def _symlog_t(ax: Axes, t: np.ndarray) -> None:
     ax.minorticks_off()
 
 
-def _symlog_r(ax: Axes, values: np.ndarray) -> None:
+def _symlog_r(ax: Axes, values: np.ndarray, linthresh: float | None = None) -> None:
     """A symlog ΔR axis, linear up to the smallest |ΔR|, ticks never colliding.
 
     At most about four decades are labelled on each side of zero.
     """
-    lin = _linthresh(values)
+    lin = _linthresh(values) if linthresh is None else linthresh
     ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
     top = float(np.abs(values[np.isfinite(values)]).max(initial=lin))
     k0, k1 = int(np.ceil(np.log10(lin))) + 1, int(np.floor(np.log10(max(top, lin))))
     stride = max(1, int(np.ceil((k1 - k0 + 1) / 4)))
     decades = list(range(k1, k0 - 1, -stride))
     ticks = sorted([-(10.0**k) for k in decades] + [0.0] + [10.0**k for k in decades])
+    finite = values[np.isfinite(values)]
+    low = -1.5 * top if (finite < 0).any() else -lin
+    high = 1.5 * top if (finite > 0).any() else lin
+    ticks = [v for v in ticks if low <= v <= high]
     ax.set_yticks(ticks, [_power(v) for v in ticks])
+    ax.set_ylim(low, high)
     ax.minorticks_off()
 
 
@@ -384,7 +411,7 @@ def _zoom(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray, str, str]],
         reach = mags[min(points, mags.size) - 1] if mags.size else 1.0
         inner = np.abs(t) <= reach * (1 + 1e-12)
         target.plot(t[inner], dr[inner], marker=".", color=color, label=label)
-        target.set_ylabel(f"ΔR {label}", color=color)
+        target.set_ylabel(f"ΔR {label.removeprefix('R ')}", color=color)
         target.tick_params(axis="y", colors=color)
         target.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useMathText=True)
     zoom.axhline(0.0, color="0.6", lw=0.8, zorder=1)
