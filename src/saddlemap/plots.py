@@ -314,6 +314,9 @@ def plot_spectrum(spectrum: Spectrum, *, ax: Axes | None = None) -> Axes:
                        label=f"{name} ({int(mask.sum())})")
     _symlog_r(ax, lam, linthresh)
     ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("index (ascending)")
     ax.set_ylabel("eigenvalue λ")
     inertia = spectrum.inertia
