@@ -197,6 +197,7 @@ def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None =
                label="neurons")
     if D == 1:
         ax.axhline(0.0, color="0.7", lw=0.8, zorder=1)
+    ax.margins(x=0.14, y=0.1)  # room for the cluster labels inside the frame
     _min_extent(ax, xy)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
