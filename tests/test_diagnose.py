@@ -115,3 +115,21 @@ def test_not_critical_point_is_still_training() -> None:
 def test_mismatched_data_is_refused() -> None:
     with pytest.raises(sm.DataError):
         sm.diagnose(sm.TwoLayerNet([0.3], [[1.0, 2.0]]), [[1.0]], [1.0])
+
+
+def test_answers_name_the_budget_clusters_when_no_neurons_coincide() -> None:
+    from saddlemap.report import answers
+
+    near = sm.TwoLayerNet([0.5 * A, 0.5 * A], [[W], [W * (1 + 1e-3)]], activation="tanh")
+    rep = sm.diagnose(near, WORKED, escape_steps=0, refine=False)
+    assert rep.minimal_width == 2 and rep.compression.width == 1
+    width, keeps, _ = answers(rep)
+    assert width.startswith("**Minimal width: r = 2 of m = 2.**")
+    bp = rep.branch
+    assert bp is not None
+    clusters = [g for g in bp.groups if len(g) > 1]
+    assert (f"within the 1 % loss budget, {len(clusters)} cluster(s) and {len(bp.nulls)} "
+            "near-null") in keeps
+    for k in (*bp.nulls, *(k for g in clusters for k in g)):
+        assert str(k) in keeps.split("**")[-1]
+    assert len(clusters) + len(bp.nulls) >= 1  # the budget merged or dropped a neuron

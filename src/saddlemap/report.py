@@ -176,6 +176,8 @@ def _answer_keeps(rep: Report, shown: int = 4) -> str:
                      "weights summing to zero), so their input weights are free")
     if red.dropped_zero:
         parts.append(f"{_neurons(red.dropped_zero)} compute a zero or constant function")
+    if not parts and rep.branch is not None:
+        return _answer_keeps_within_budget(rep, shown)
     if not parts:
         return (f"**Which parameters keep the output: all {red.original_width} neurons are "
                 "distinct and needed** — no cluster and no null neuron, so only the "
@@ -183,6 +185,23 @@ def _answer_keeps(rep: Report, shown: int = 4) -> str:
     return (f"**Which parameters keep the output: {len(merged)} cluster(s) and "
             f"{sum(len(g) for g in red.dropped_null)} null neuron(s).** "
             + _sentence("; ".join(parts)))
+
+
+def _answer_keeps_within_budget(rep: Report, shown: int) -> str:
+    """No exact cluster: the clusters and near-null neurons of the budgeted width."""
+    bp, prof = rep.branch, rep.compression.profile
+    assert bp is not None
+    budget = f"{100 * prof.max_loss_increase:g} %" if prof is not None else "the"
+    clusters = [g for g in bp.groups if len(g) > 1]
+    parts = [f"{_neurons(g)} act as one neuron" for g in clusters[:shown]]
+    if len(clusters) > shown:
+        parts.append(f"so do {len(clusters) - shown} more cluster(s)")
+    if bp.nulls:
+        parts.append(f"{_neurons(bp.nulls)} contribute{'s' if len(bp.nulls) == 1 else ''} "
+                     "almost nothing")
+    return (f"**Which parameters keep the output: no neurons coincide exactly; within the "
+            f"{budget} loss budget, {len(clusters)} cluster(s) and {len(bp.nulls)} "
+            f"near-null neuron(s).** " + _sentence("; ".join(parts)))
 
 
 def _sentence(text: str) -> str:
