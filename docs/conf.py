@@ -33,7 +33,8 @@ extensions = [
     "sphinx.ext.mathjax",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+# docs/poc/ holds the PoC study's generated tables and figures, shown from poc-study.md.
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "poc/**"]
 root_doc = "index"
 
 # MyST: headings get anchors so theory sections can be linked (theory.md#8-worked-example...).

@@ -18,6 +18,8 @@ PUBLIC = {
     "loss_autodiff",
     "loss_function", "output_function", "register_activation", "register_loss",
     "residual_function", "residuals", "spectrum",
+    # trace and spectral density
+    "Trace", "hessian_diagonal", "hessian_trace", "SpectralDensity", "spectral_density",
     # verdicts, tolerances and the analysis context
     "Verdict", "Kind", "BranchVerdict", "SplitRegion", "EdgeKind", "EscapeMethod",
     "PlateauVerdict", "ModelKind", "Note", "NoteCode", "Tolerances", "Analysis",
@@ -47,6 +49,14 @@ PUBLIC = {
     # plots
     "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_descent", "plot_residual_function",
     "plot_branch_hierarchy", "plot_training", "plot_plateaus", "save_report",
+    "plot_spectral_density",
+    # deep MLPs
+    "MLP", "MLPLayout", "MLPHessianOperator", "mlp_loss", "mlp_loss_and_gradient",
+    "mlp_gradient", "mlp_hvp", "mlp_hessian", "mlp_hessian_operator", "mlp_spectrum",
+    "mlp_loss_function", "mlp_output_function", "mlp_gradient_autodiff", "mlp_hvp_autodiff",
+    "mlp_hessian_autodiff", "MLPReduction", "reduce_mlp", "MLPEmbedding", "split_mlp_neuron",
+    "add_mlp_null_neuron", "LayerResidualFunction", "layer_residual_function", "SaddleWitness",
+    "null_neuron_witness", "split_witness", "LoadedMLP", "load_mlp",
 }
 
 

@@ -89,6 +89,8 @@ if TYPE_CHECKING:
         output_function,
     )
     from .spectral import Inertia, Spectrum, dense_spectrum, lanczos_spectrum, spectrum
+    from .trace import Trace, hessian_diagonal, hessian_trace
+    from .density import SpectralDensity, spectral_density
     from .zero_set import ZeroSet, ZeroSetPoint
     from .analysis import Analysis, grad_tolerance
     # --- problems, training, critical points and the way down from any point
@@ -143,10 +145,41 @@ if TYPE_CHECKING:
         plot_neuron_map,
         plot_plateaus,
         plot_residual_function,
+        plot_spectral_density,
         plot_spectrum,
         plot_training,
     )
     from .report import save_report
+    # --- deep MLPs: any depth (saddlemap.deep)
+    from .deep import (
+        MLP,
+        LayerResidualFunction,
+        LoadedMLP,
+        MLPEmbedding,
+        MLPHessianOperator,
+        MLPLayout,
+        MLPReduction,
+        SaddleWitness,
+        add_mlp_null_neuron,
+        layer_residual_function,
+        load_mlp,
+        mlp_gradient,
+        mlp_gradient_autodiff,
+        mlp_hessian,
+        mlp_hessian_autodiff,
+        mlp_hessian_operator,
+        mlp_hvp,
+        mlp_hvp_autodiff,
+        mlp_loss,
+        mlp_loss_and_gradient,
+        mlp_loss_function,
+        mlp_output_function,
+        mlp_spectrum,
+        null_neuron_witness,
+        reduce_mlp,
+        split_mlp_neuron,
+        split_witness,
+    )
     # isort: on
 
 _WHERE: dict[str, str] = public_names(__file__)

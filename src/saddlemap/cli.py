@@ -435,7 +435,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(f"{report.total} runs: {report.already_done} already done, {report.run_now} run "
               f"now, {report.failed} failed{others}; results in {args.db}")
         return 1 if report.failed else 0
-    # an unknown key, a missing or damaged database: a one-line StoreError
+    # an unknown key, a missing or damaged database: one line (OptionError, StoreError)
     summary = summarize(args.db, by=args.by)
     print(summary.to_markdown())
     if args.csv:

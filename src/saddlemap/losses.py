@@ -77,7 +77,7 @@ class Loss(abc.ABC):
         The layout of the Hessian-vector kernels; ``factor`` comes from :meth:`hess_factor`.
         """
         g, t = factor
-        return self.hess_apply(g, t, v.permute(1, 2, 0)).permute(2, 0, 1)
+        return self.hess_apply(g, t, v.permute(1, 2, 0)).permute(2, 0, 1).contiguous()
 
     @abc.abstractmethod
     def targets(self, y: torch.Tensor, num_outputs: int | None = None) -> torch.Tensor:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,27 +111,26 @@ def _is_real(value: object, low: float, high: float = math.inf) -> bool:
 class PlateauRules:
     """The rules and thresholds of plateau detection and of the plateau verdict.
 
-    Detection.  With R₀ the first observed loss, step t is *on a plateau* when
-    R(t) ≥ ``floor`` · R₀ (below it the run is converged at the rounding floor, not
-    stalled) and the loss stalls relative to the drop so far:
-    R(t − window) − R(t) ≤ ``rtol`` · (R₀ − R(t)), R(t − window) being the loss at the
-    latest observed step ≤ t − window, while falling by at most ``rel_rtol`` · R(t) over the
-    window (a plateau may sink slowly; an exponential tail or an escape, falling by a fixed
-    fraction of R per window, is no plateau however small R is).  A run of ≥ ``min_length``
-    on-plateau steps t₀ … t₁ is a plateau candidate from t₀ − window to the first step
-    after t₁; it becomes a plateau only when the loss then *escapes*: within
-    ``escape_steps`` steps of its end R falls to ≤ (1 − ``drop``) · the plateau loss (R at
-    the snapshot), at a log-rate ln(R(t₁)/R(t))/max(t − t₁, window) (R(t₁) at most the
-    plateau loss) at least ``speedup`` times the plateau's own,
-    ln(R(t₀)/R(t₁))/(t₁ − t₀) (a tail that keeps sinking at one rate, as Adam's loss does
-    near a minimum, has no escape).  A candidate that closes while an earlier one
-    waits for its escape is merged with it.  A run still open when training stops is a
-    plateau only if its last window also stalled relative to R itself
-    (R(t − window) − R(t) ≤ rtol · R(t) at the last step): a run stuck to the end, not a
-    slow tail.
+    Detection.  With R₀ the first observed loss, step t is *on a plateau* when R(t) ≥ ``floor``
+    · R₀ (below it the run is converged at the rounding floor, not stalled) and the loss stalls
+    relative to the drop so far: R(t − window) − R(t) ≤ ``rtol`` · (R₀ − R(t)), R(t − window)
+    being the loss at the latest observed step ≤ t − window, while changing by at most
+    ``rel_rtol`` · R(t) over the window (a plateau may sink slowly; an exponential tail or an
+    escape, falling by a fixed fraction of R per window, is no plateau however small R is, nor
+    is a spike, rising). A run of ≥ ``min_length`` on-plateau steps t₀ … t₁ is a plateau
+    candidate from t₀ − window to the first step after t₁; it becomes a plateau only when the
+    loss then *escapes*: within ``escape_steps`` steps of its end R falls to ≤ (1 − ``drop``) ·
+    the plateau loss (R at the snapshot), at a log-rate ln(R(t₁)/R(t))/max(t − t₁, window)
+    (R(t₁) at most the plateau loss) at least ``speedup`` times the plateau's own,
+    ln(R(t₀)/R(t₁))/(t₁ − t₀) (a tail that keeps sinking at one rate, as Adam's loss does near a
+    minimum, has no escape).  A candidate that closes while an earlier one waits for its escape
+    is merged with it.  A run still open when training stops is a plateau only if its last
+    window also stalled relative to R itself (R(t − window) − R(t) ≤ rtol · R(t) at the last
+    step): a run stuck to the end, not a slow tail.
 
-    Verdict.  The snapshot is the stored state nearest the plateau's midpoint (at most
-    ``snapshots`` states are kept).  The refinement (at most ``max_iter`` Levenberg–Marquardt
+    Verdict.  The snapshot is the stored state of least ‖∇R‖ on the plateau, where training
+    passes closest to the critical point it stalls at (at most ``snapshots`` states are
+    kept, spread over the plateau).  The refinement (at most ``max_iter`` Levenberg–Marquardt
     iterations, on the trained coordinates only) is accepted when it converged, moved at
     most ``max_distance`` · ‖θ_snapshot‖, and the loss at ``path_points`` evenly spaced points
     of the straight path from snapshot to refined point never exceeds the plateau loss by
@@ -195,7 +194,7 @@ class Plateau:
             with frozen parameters, its kind within the trained subspace (by the spectrum
             of the trained block of the Hessian).
         critical_point: the full-space refinement (no parameter frozen), if refined.
-        snapshot_step: the step of the snapshot (the stored state nearest the midpoint).
+        snapshot_step: the step of the snapshot (the stored state of least ‖∇R‖).
         frozen: the parameter blocks held fixed; the point is critical in the subspace of
             the others.
         refined: the refined network, if refined.
@@ -206,7 +205,7 @@ class Plateau:
         max_path_loss: the largest R on the straight path from snapshot to refined point.
         accepted: the refinement converged, near enough and without a loss barrier.
         channel: the neuron pair that grows like a channel to infinity, if any.
-        snapshot: the mid-plateau network the refinement started from.
+        snapshot: the plateau state (least ‖∇R‖) the refinement started from.
         clusters: the groups of :func:`~saddlemap.reduce` (tolerance ``width_tol``) at the
             refined point: for each neuron of the reduced network, the neurons merged into
             it (a singleton for a neuron merged with none), if refined.
@@ -275,10 +274,13 @@ class _Snapshots:
         del self.steps[:i], self.thetas[:i]
         self.stride = self.base
 
-    def nearest(self, step: int) -> tuple[int, torch.Tensor] | None:
-        if not self.steps:
+    def best(self, start: int, end: int,
+             score: Callable[[int], float]) -> tuple[int, torch.Tensor] | None:
+        """The stored state in [start, end] of least ``score(step)`` (ties: the earliest)."""
+        inside = [j for j, s in enumerate(self.steps) if start <= s <= end]
+        if not inside:
             return None
-        i = min(range(len(self.steps)), key=lambda j: abs(self.steps[j] - step))
+        i = min(inside, key=lambda j: score(self.steps[j]))
         return self.steps[i], self.thetas[i]
 
 
@@ -416,8 +418,8 @@ class PlateauMonitor:
     Detection and verdict follow :class:`PlateauRules` (the constructor's ``window``,
     ``rtol``, ``min_length`` and the keyword options below; :attr:`rules` holds them all).
 
-    Verdict, from the refinement of the mid-plateau snapshot on the trained coordinates
-    (every coordinate but the ``freeze`` blocks): accepted (converged, within
+    Verdict, from the refinement of the snapshot (least ‖∇R‖ on the plateau) on the trained
+    coordinates (every coordinate but the ``freeze`` blocks): accepted (converged, within
     ``max_distance``, no loss barrier on the path) and a saddle whose reduction (tolerance
     ``width_tol``) is narrower than the network → ``NARROWER_SADDLE`` (full width:
     ``SADDLE``); accepted and a local minimum → ``LOCAL_MINIMUM``; accepted otherwise →
@@ -627,8 +629,9 @@ class PlateauMonitor:
     def _stalled(self, loss: float, drop: float) -> bool:
         """Above the floor, stalled relative to the drop so far and at most sinking slowly."""
         r0, rules = self._loss[0], self.rules
+        # |drop|: a loss that rises (Adam's spikes) is no more a stall than one that falls fast
         return (loss >= rules.floor * r0 and drop <= rules.rtol * (r0 - loss)
-                and drop <= rules.rel_rtol * loss)
+                and abs(drop) <= rules.rel_rtol * loss)
 
     def _extend_run(self, step: int, loss: float) -> None:
         if self._run_start is None:
@@ -647,18 +650,22 @@ class PlateauMonitor:
     def _loss_at(self, step: int) -> float:
         return self._loss[bisect.bisect_right(self._step, step) - 1]
 
+    def _grad_at(self, step: int) -> float:
+        g = self._grad[bisect.bisect_right(self._step, step) - 1]
+        return g if math.isfinite(g) else math.inf
+
     def _close(self, step: int) -> None:
         """End the on-plateau run at ``step``: a long enough run becomes a candidate."""
         if self._run_length >= self.min_length:
             start = self._plateau_start()
             if self._pending is not None:  # no escape since the last one: one plateau
                 start = self._pending.start
-            mid = (start + step) / 2
-            found = self._snaps.nearest(round(mid))
-            assert found is not None
+            # the closest approach to the critical point the plateau passes: the least ‖∇R‖
+            found = self._snaps.best(start, step, self._grad_at)
+            assert found is not None  # the run's states are kept until it closes
             snap_step, theta = found
-            if self._pending is not None and abs(self._pending.snap_step - mid) < abs(
-                    snap_step - mid):
+            if self._pending is not None and self._grad_at(
+                    self._pending.snap_step) <= self._grad_at(snap_step):
                 snap_step, theta = self._pending.snap_step, self._pending.snap_theta
             template = self._as_net(self._last_model)  # type: ignore[arg-type]
             rate = _log_rate(self._loss_at(start), self._loss_at(step), step - start)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .critical_set import Branch, CriticalSet
+from .density import SpectralDensity
 from .descent import Descent
 from .errors import OptionError
 from .escapes import EscapeResult
@@ -53,6 +54,7 @@ __all__ = [
     "plot_neuron_map",
     "plot_plateaus",
     "plot_residual_function",
+    "plot_spectral_density",
     "plot_spectrum",
     "plot_training",
 ]
@@ -327,6 +329,41 @@ def plot_spectrum(spectrum: Spectrum, *, ax: Axes | None = None) -> Axes:
     )
     ax.set_title(f"{spectrum.method} spectrum, P = {spectrum.num_params}: {inert}\n"
                  f"λ_min = {spectrum.min:.3g}, λ_max = {spectrum.max:.3g}")
+    ax.legend(fontsize="small", loc="best")
+    return ax
+
+
+def plot_spectral_density(density: SpectralDensity, *, ax: Axes | None = None) -> Axes:
+    """The SLQ eigenvalue density P·ρ(λ) on a log scale, the negative side shaded.
+
+    P·ρ is in eigenvalues per unit λ, so its integral below −zero_tol is the negative
+    count the title gives (with its standard error over the probes), as PyHessian draws
+    its density.
+
+    Args:
+        density: a :class:`~saddlemap.SpectralDensity`.
+        ax: draw here; a new figure when None.
+
+    Returns:
+        The Axes drawn on.
+    """
+    _pyplot()
+    ax = _axes(ax)
+    grid = np.asarray(density.grid, dtype=float)
+    counts = density.num_params * np.asarray(density.density, dtype=float)
+    floor = max(float(counts.max(initial=0.0)) * 1e-12, 1e-300)
+    ax.semilogy(grid, np.maximum(counts, floor), color="tab:blue", lw=1.2)
+    ax.axvspan(float(grid[0]), min(-density.zero_tol, float(grid[-1])), color="tab:red",
+               alpha=0.08, label=f"λ < −{density.zero_tol:.1e}")
+    ax.axvline(0.0, color="0.5", lw=0.8)
+    ax.set_ylim(bottom=max(floor, float(counts.max(initial=1.0)) * 1e-8))
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("P·ρ(λ) (eigenvalues per unit λ)")
+    ax.set_title(
+        f"SLQ density, P = {density.num_params}, {density.n_probes} probes × "
+        f"{density.nodes.shape[1]} steps, σ = {density.sigma:.2g}\n"
+        f"≈ {density.negative_count:.1f} ± {density.negative_count_stderr:.1f} negative eigenvalues"
+    )
     ax.legend(fontsize="small", loc="best")
     return ax
 

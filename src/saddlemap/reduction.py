@@ -13,7 +13,18 @@
 4. check the kept neurons for remaining linear dependence on probe points, and report it.
 
 Grouping sorts the neurons by a random projection of w̃ and compares only neighbours, so it
-costs O(m log m), not O(m²).
+costs O(m log m), not O(m²); a neuron alone in its group is kept without tensor work.
+
+The dependence check (step 4) is one SVD of the feature matrix [σ(X̃W̃ᵀ), 1] on at least
+2r + 8 probe points up to :data:`EXACT_RANK_WIDTH` kept neurons: O(r³), exact.  Above, it
+is windowed, O(r · w²) for windows of w = :data:`RANK_WINDOW`: the neurons are sorted by a
+random projection of their sign-canonical input weights, cut into windows of w neurons in
+two tilings (the second offset by w/2), and each window's features are checked by SVD on
+2w + 8 probe points.  Guarantee: every dependence among neurons within w/2 consecutive
+places of that order is found (near-equal neurons, ±w̃ pairs with their single canonical
+form, neurons differing only in the bias, and — with more than dim-span neurons per window
+— a polynomial activation's finite span); the reported count is then a lower bound (null
+vectors of disjoint windows are independent), and a dependence spread wider goes unseen.
 
 >>> from saddlemap import TwoLayerNet
 >>> net = TwoLayerNet([0.3, 0.7, 0.5, -0.5], [[1.0], [1.0], [2.0], [2.0]], activation="tanh")
@@ -24,7 +35,6 @@ costs O(m log m), not O(m²).
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -174,7 +184,11 @@ def _canonicalise(net: TwoLayerNet, tol: float) -> _Work:
 
 
 def _group(w: torch.Tensor, tol: float) -> list[list[int]]:
-    """Groups of rows of w equal within tol, in O(m log m) for well-separated clusters."""
+    """Groups of rows of w equal within tol, in O(m log m) for well-separated clusters.
+
+    Rows are sorted by a random projection; a gap above tol between neighbours separates
+    groups, and only runs of several rows between gaps are compared row by row.
+    """
     m = w.shape[0]
     if m == 0:
         return []
@@ -184,9 +198,13 @@ def _group(w: torch.Tensor, tol: float) -> list[list[int]]:
     proj = w @ direction
     order = torch.argsort(proj)
     gaps = proj[order].diff() > tol
-    starts = [0, *(torch.nonzero(gaps).flatten() + 1).tolist(), m]
-    groups: list[list[int]] = []
-    for lo, hi in itertools.pairwise(starts):
+    starts = torch.cat([torch.zeros(1, dtype=torch.long, device=w.device),
+                        torch.nonzero(gaps).flatten() + 1,
+                        torch.full((1,), m, dtype=torch.long, device=w.device)])
+    sizes = starts.diff()
+    groups: list[list[int]] = [[k] for k in order[starts[:-1][sizes == 1]].tolist()]
+    for lo, hi in zip(starts[:-1][sizes > 1].tolist(), starts[1:][sizes > 1].tolist(),
+                      strict=True):
         block = order[lo:hi]
         while block.numel():
             ref = w[block[0]]
@@ -202,6 +220,14 @@ def _probe_inputs(net: TwoLayerNet, X: torch.Tensor | None, num: int) -> torch.T
     return probes if X is None else torch.cat([X.to(net.dtype).to(net.device), probes])
 
 
+#: Up to this many kept neurons the dependence check is one SVD of all of them.
+EXACT_RANK_WIDTH = 512
+#: Neurons per window of the windowed dependence check above that width.
+RANK_WINDOW = 64
+#: Entries of the windows' feature matrices one batched SVD may hold.
+_WINDOW_BATCH = 2**22
+
+
 def _rank_deficiency(net: TwoLayerNet, X: torch.Tensor) -> tuple[int, float]:
     """Columns of [σ(X̃W̃ᵀ), 1] minus their numerical rank, and the smallest singular value."""
     features = net.activation(net.augment(X) @ net.W_aug.T)
@@ -212,6 +238,80 @@ def _rank_deficiency(net: TwoLayerNet, X: torch.Tensor) -> tuple[int, float]:
     sv = torch.linalg.svdvals(features)
     cutoff = float(sv[0]) * max(features.shape) * torch.finfo(net.dtype).eps * 1e3
     return int((sv <= cutoff).sum()), float(sv[-1])
+
+
+def _window_order(net: TwoLayerNet) -> torch.Tensor:
+    """Neurons sorted by a random projection of the input part of their canonical w̃.
+
+    Near-equal neurons are near in this order, a ±w̃ pair (one canonical form) sits side by
+    side, and so do neurons that differ only in their bias (exp(wᵀx + b) = eᵇ exp(wᵀx)).
+    """
+    w = net.W_aug
+    canonical = w * canonical_signs(w).unsqueeze(1)
+    gen = torch.Generator().manual_seed(2)
+    direction = torch.randn(net.input_dim, generator=gen, dtype=w.dtype).to(w.device)
+    return torch.argsort(canonical[:, : net.input_dim] @ direction, stable=True)
+
+
+def _windows_deficiency(
+    net: TwoLayerNet, probes: torch.Tensor, windows: list[torch.Tensor]
+) -> tuple[int, float]:
+    """Σ over the windows of (columns − numerical rank) of [σ(X̃ W̃_windowᵀ), 1]."""
+    Xa = net.augment(probes)
+    eps = torch.finfo(net.dtype).eps
+    total, smallest = 0, math.inf
+    by_size: dict[int, list[torch.Tensor]] = {}
+    for idx in windows:
+        by_size.setdefault(idx.numel(), []).append(idx)
+    for size, same in by_size.items():
+        cols = size + int(net.c is not None)
+        step = max(1, _WINDOW_BATCH // (Xa.shape[0] * cols))
+        for start in range(0, len(same), step):
+            idx = torch.stack(same[start:start + step])  # (b, size)
+            z = torch.einsum("nd,bkd->bnk", Xa, net.W_aug[idx])
+            features = net.activation(z)
+            if net.c is not None:
+                features = torch.cat([features, torch.ones_like(features[..., :1])], dim=2)
+            sv = torch.linalg.svdvals(features)  # (b, cols), descending
+            cutoff = sv[:, :1] * max(Xa.shape[0], cols) * eps * 1e3
+            total += int((sv <= cutoff).sum())
+            smallest = min(smallest, float(sv[:, -1].min()))
+    return total, smallest
+
+
+def _windowed_rank_deficiency(
+    net: TwoLayerNet, probes: torch.Tensor, window: int = RANK_WINDOW
+) -> tuple[int, float]:
+    """The dependence check in windows of neighbours (see :func:`reduce`): a lower bound.
+
+    Two tilings of :func:`_window_order` into windows of ``window`` neurons, the second
+    offset by half a window; the result is the larger tiling's sum.  Null vectors of
+    disjoint windows are independent (the shared constant column cannot tie them: it is
+    nonzero), so each tiling's sum is at most the true deficiency.
+    """
+    order = _window_order(net)
+    best, smallest = 0, math.inf
+    for offset in (0, window // 2):
+        windows = list(order[:offset].split(window)) if offset else []
+        windows += list(order[offset:].split(window))
+        count, low = _windows_deficiency(net, probes, [w for w in windows if w.numel()])
+        best, smallest = max(best, count), min(smallest, low)
+    return best, smallest
+
+
+def _dependence(
+    net: TwoLayerNet, X: torch.Tensor | None, num_probes: int
+) -> tuple[int, float]:
+    """Linear dependence among the neurons of ``net``: exact SVD, or windowed when wide."""
+    r = net.width
+    if r <= EXACT_RANK_WIDTH:
+        return _rank_deficiency(net, _probe_inputs(net, X, max(num_probes, 2 * r + 8)))
+    rows = 2 * RANK_WINDOW + 8
+    if X is not None and X.shape[0] > RANK_WINDOW:  # a seeded subset of the data's rows
+        pick = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(3))
+        X = X[pick[:RANK_WINDOW].to(X.device)]
+    extra = max(num_probes, rows - (0 if X is None else X.shape[0]))
+    return _windowed_rank_deficiency(net, _probe_inputs(net, X, extra))
 
 
 def reduce(
@@ -233,7 +333,9 @@ def reduce(
         a_tol: zero output-weight tolerance (absolute); default ``tolerances.merge`` ·
             max(1, max|a|).
         num_probes: random probe inputs for the checks.
-        check_rank: look for remaining linear dependence (an SVD of size probes × r).
+        check_rank: look for remaining linear dependence: one SVD of size probes × r up to
+            :data:`EXACT_RANK_WIDTH` kept neurons, windows of neighbours above (see the
+            module docstring for what the windowed check guarantees).
         tolerances: where the default ``tol`` and ``a_tol`` come from (``merge``: √ε).
 
     Raises:
@@ -248,12 +350,19 @@ def reduce(
     a_tol = default_a_tol if a_tol is None else float(a_tol)
     work = _canonicalise(net, tol)
     sigma0 = float(net.activation.fn(torch.zeros(1, dtype=net.dtype))[0])
-    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    groups = _group(work.w, tol)
+    plain = _plain_singletons(work, groups, tol, a_tol).tolist()
+    kept: list[tuple[torch.Tensor, torch.Tensor] | int] = []
     kept_groups: list[tuple[int, ...]] = []
     dropped_null: list[tuple[int, ...]] = []
     dropped_zero: list[int] = []
     assignment = [-1] * net.width
-    for group in _group(work.w, tol):
+    for group in groups:
+        if len(group) == 1 and plain[group[0]]:  # one neuron, kept as it is: no tensor work
+            assignment[group[0]] = len(kept)
+            kept.append(group[0])
+            kept_groups.append((group[0],))
+            continue
         rep = max(group, key=lambda k: float(torch.linalg.vector_norm(work.a[k])))
         a_sum = work.a[group].sum(0)
         w_rep = work.w[rep]
@@ -274,14 +383,13 @@ def reduce(
             assignment[k] = len(kept)
         kept.append((a_sum, w_rep))
         kept_groups.append(tuple(group))
-    reduced = _build(net, kept, work.c)
+    reduced = _build(net, work, kept)
     probes = _probe_inputs(net, X, num_probes)
     with torch.no_grad():
         change = float((net(probes) - reduced(probes)).abs().max()) if probes.numel() else 0.0
     deficiency = 0
     if check_rank and reduced.width:
-        probes = _probe_inputs(net, X, max(num_probes, 2 * reduced.width + 8))
-        deficiency, smallest = _rank_deficiency(reduced, probes)
+        deficiency, smallest = _dependence(reduced, X, num_probes)
         if deficiency:
             work.notes.append(
                 f"{deficiency} kept neuron(s) remain linearly dependent on the probe points "
@@ -296,12 +404,47 @@ def reduce(
     )
 
 
+def _plain_singletons(
+    work: _Work, groups: list[list[int]], tol: float, a_tol: float
+) -> torch.Tensor:
+    """For each neuron: alone in its group, with ‖a‖ > a_tol and ‖w̃‖ > tol (mask (m,)).
+
+    Such a neuron is kept unchanged, exactly as the loop in :func:`reduce` would keep it
+    (the sum of one output weight is that weight), so the loop skips its tensor work.
+    """
+    m = work.a.shape[0]
+    alone = torch.zeros(m, dtype=torch.bool, device=work.a.device)
+    single = [g[0] for g in groups if len(g) == 1]
+    if not single:
+        return alone
+    idx = torch.tensor(single, dtype=torch.long, device=work.a.device)
+    a, w = work.a[idx], work.w[idx]
+    if work.norms is not None:
+        a, w = a / work.norms[idx, None], w * work.norms[idx, None]
+    keep = (torch.linalg.vector_norm(a, dim=1) > a_tol) & (torch.linalg.vector_norm(w, dim=1) > tol)
+    alone[idx[keep]] = True
+    return alone
+
+
 def _build(
-    net: TwoLayerNet, kept: list[tuple[torch.Tensor, torch.Tensor]], c: torch.Tensor | None
+    net: TwoLayerNet, work: _Work, kept: list[tuple[torch.Tensor, torch.Tensor] | int]
 ) -> TwoLayerNet:
+    """The reduced network: kept neurons are (a, w̃) pairs or indices of unchanged ones."""
     K, D, d = net.output_dim, net.W_aug.shape[1], net.input_dim
-    a = torch.stack([k[0] for k in kept]) if kept else net.a.new_zeros(0, K)
-    w = torch.stack([k[1] for k in kept]) if kept else net.W_aug.new_zeros(0, D)
+    a = net.a.new_empty(len(kept), K)
+    w = net.W_aug.new_empty(len(kept), D)
+    rows = [j for j, item in enumerate(kept) if isinstance(item, int)]
+    if rows:
+        src = torch.tensor([kept[j] for j in rows], dtype=torch.long, device=net.a.device)
+        dst = torch.tensor(rows, dtype=torch.long, device=net.a.device)
+        a_src, w_src = work.a[src], work.w[src]
+        if work.norms is not None:
+            a_src, w_src = a_src / work.norms[src, None], w_src * work.norms[src, None]
+        a[dst], w[dst] = a_src, w_src
+    for j, item in enumerate(kept):
+        if not isinstance(item, int):
+            a[j], w[j] = item
     return TwoLayerNet(
-        a, w[:, :d], b=w[:, d] if net.b is not None else None, c=c, activation=net.activation
+        a, w[:, :d], b=w[:, d] if net.b is not None else None, c=work.c,
+        activation=net.activation,
     )

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import OptionError
 from ..verdicts import PlateauVerdict
 from .config import RunSpec
-from .store import PLATEAU_COLUMNS, RUN_COLUMNS, StudyStore
+from .store import PLATEAU_COLUMNS, PLATEAU_DETAIL_COLUMNS, RUN_COLUMNS, StudyStore
 
 __all__ = [
     "KEY_ALIASES",
@@ -540,17 +540,32 @@ def _flat_run(run: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+#: The columns of ``plateaus.csv`` and ``plateaus.parquet``: the plateau and its refinement's
+#: details (lists and pairs as JSON text).
+PLATEAU_EXPORT_COLUMNS = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS
+
+
+def _flat_plateau(plateau: dict[str, Any]) -> dict[str, Any]:
+    row = {k: plateau.get(k) for k in PLATEAU_EXPORT_COLUMNS}
+    for k in ("channel", "clusters", "null_neurons", "warnings", "frozen"):
+        if row[k] is not None:
+            row[k] = json.dumps(row[k])
+    return row
+
+
 def _tables(db_path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     with StudyStore(db_path, create=False) as store:
         runs = store.runs()
         plateaus = store.plateaus()
-    return [_flat_run(run) for run in runs], plateaus
+    return [_flat_run(run) for run in runs], [_flat_plateau(p) for p in plateaus]
 
 
 def export_csv(db_path: str | Path, path: str | Path) -> tuple[Path, Path]:
     """Write ``runs.csv`` (spec fields as columns) and ``plateaus.csv`` into a folder.
 
-    The column names of each file are unique: see :data:`RUN_EXPORT_COLUMNS`.
+    The column names of each file are unique: see :data:`RUN_EXPORT_COLUMNS` and
+    :data:`PLATEAU_EXPORT_COLUMNS` (rows stored before schema version 3 leave the details
+    empty).
 
     Args:
         db_path: the study database.
@@ -565,7 +580,7 @@ def export_csv(db_path: str | Path, path: str | Path) -> tuple[Path, Path]:
     run_columns = list(RUN_EXPORT_COLUMNS)
     written = []
     for name, columns, rows in (("runs.csv", run_columns, runs),
-                                ("plateaus.csv", list(PLATEAU_COLUMNS), plateaus)):
+                                ("plateaus.csv", list(PLATEAU_EXPORT_COLUMNS), plateaus)):
         target = out / name
         with target.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
@@ -599,7 +614,7 @@ def export_parquet(db_path: str | Path, path: str | Path) -> tuple[Path, Path]:
     runs, plateaus = _tables(db_path)
     targets = (out / "runs.parquet", out / "plateaus.parquet")
     pd.DataFrame(runs, columns=list(RUN_EXPORT_COLUMNS)).to_parquet(targets[0], index=False)
-    pd.DataFrame(plateaus, columns=list(PLATEAU_COLUMNS)).to_parquet(targets[1], index=False)
+    pd.DataFrame(plateaus, columns=list(PLATEAU_EXPORT_COLUMNS)).to_parquet(targets[1], index=False)
     return targets
 
 
