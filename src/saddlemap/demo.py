@@ -9,8 +9,9 @@ neurons first learn the same direction: the loss stalls for a few hundred steps 
 R ≈ 0.033, where the student computes what one neuron computes — a saddle of the width-1
 network, split into two — before the symmetry breaks and R falls to 1e-7.
 
-:func:`run_demo` then diagnoses the network at the middle of that plateau with
-:func:`~saddlemap.diagnose` (all parameters free): the minimal width (1 of 2), the cluster
+:func:`run_demo` then diagnoses the monitor's snapshot of that plateau (the stored state
+of least ‖∇R‖ on it) with :func:`~saddlemap.diagnose`, all parameters free: the minimal
+width (1 of 2), the cluster
 that keeps the output, the escape that takes R down by many orders of magnitude, and the
 width-1 model that computes the same function within the loss budget.  About 3 s on one
 core.
@@ -46,7 +47,7 @@ class Demo:
         training: the training run (history, final network).
         monitor: the plateau monitor that watched it (its history and plateaus).
         plateau: the plateau diagnosed (the first one the monitor found).
-        report: the diagnosis of the network at the middle of that plateau.
+        report: the diagnosis of the plateau's snapshot network.
     """
 
     problem: TeacherStudent
@@ -117,6 +118,7 @@ def run_demo(seed: int = 0, steps: int = 4000) -> Demo:
             f"held at 1, gradient descent for {run.steps} steps; plateau from step "
             f"{plateau.start} to {plateau.end} at R = {plateau.loss:.4g} "
             f"({plateau.verdict.value}); the network diagnosed is the one at step "
-            f"{plateau.snapshot_step}, mid-plateau, with all parameters free")
+            f"{plateau.snapshot_step} (the plateau's snapshot, least ‖∇R‖), with all "
+            "parameters free")
     rep = dataclasses.replace(rep, notes=(Note(NoteCode.OTHER, note), *rep.notes))
     return Demo(prob, run, monitor, plateau, rep)
