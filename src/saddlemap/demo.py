@@ -11,10 +11,9 @@ network, split into two — before the symmetry breaks and R falls to 1e-7.
 
 :func:`run_demo` then diagnoses the monitor's snapshot of that plateau (the stored state
 of least ‖∇R‖ on it) with :func:`~saddlemap.diagnose`, all parameters free: the minimal
-width (1 of 2), the cluster
-that keeps the output, the escape that takes R down by many orders of magnitude, and the
-width-1 model that computes the same function within the loss budget.  About 3 s on one
-core.
+width (1 of 2), the cluster that keeps the output, the escape that takes R down by many
+orders of magnitude, and the width-1 model that computes the same function within the loss
+budget.  About 4 s on one core (the command, with its report and figures, about 10 s).
 """
 
 from __future__ import annotations
