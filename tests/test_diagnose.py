@@ -40,11 +40,24 @@ def test_constructed_non_strict_saddle_reports_a_descending_curve() -> None:
         assert sm.loss(curve.point(t), WORKED) < sm.loss(net, WORKED)
 
 
-def test_stalled_training_run_has_a_smaller_minimal_width() -> None:
-    rep = sm.run_demo()
-    assert rep.compression.width < rep.net.width
+def test_demo_plateau_is_a_narrower_saddle_escaped_by_orders_of_magnitude() -> None:
+    demo = sm.run_demo()
+    rep = demo.report
+    assert demo.plateau.verdict is sm.PlateauVerdict.NARROWER_SADDLE
+    assert demo.plateau.snapshot_step is not None
+    assert demo.plateau.start < demo.plateau.snapshot_step < demo.plateau.end
+    assert rep.verdict is sm.Kind.STRICT_SADDLE and rep.describes_model
+    assert rep.minimal_width == rep.compression.width == 1 < rep.net.width == 2
     assert rep.compression.params_after < rep.compression.params_before
-    assert "stalled" in str(rep.notes[0])
+    assert rep.escape is not None and rep.escape.escaped
+    assert demo.drop > 6  # the plateau R ≈ 0.033 falls to the teacher's R = 0
+    assert "plateau from step" in str(rep.notes[0])
+
+
+def test_demo_rejects_absurd_steps() -> None:
+    for steps in (0, -3, 1.5, True):
+        with pytest.raises(sm.OptionError, match="steps"):
+            sm.run_demo(steps=steps)  # type: ignore[arg-type]
 
 
 def test_report_json_markdown_html(tmp_path: Path) -> None:
@@ -69,7 +82,15 @@ def test_report_json_markdown_html(tmp_path: Path) -> None:
     assert record["escape"]["end_loss"] < record["loss"]
     html = open(paths["html"]).read()
     assert html.count("data:image/png;base64,") >= 3  # self-contained figures
-    assert "Answers" in open(paths["markdown"]).read()
+    markdown = open(paths["markdown"]).read()
+    # the three answers open the page, each with its number; the evidence is labelled
+    top = markdown.split("## ")[1]
+    assert top.startswith("Three answers")
+    assert "r = 1 of m = 2" in top and "Neurons 0 and 1" in top and "ΔR = -" in top
+    evidence = markdown.split("## Evidence")[1].split("## ")[0]
+    assert "‖∇R‖ of the model as given = " in evidence
+    assert "‖∇R‖ at the analysed point = " in evidence
+    assert '<ol class=answers>' in html and html.index("answers") < html.index("Evidence")
 
 
 def test_compress_keeps_outputs_and_counts_savings() -> None:
@@ -94,3 +115,21 @@ def test_not_critical_point_is_still_training() -> None:
 def test_mismatched_data_is_refused() -> None:
     with pytest.raises(sm.DataError):
         sm.diagnose(sm.TwoLayerNet([0.3], [[1.0, 2.0]]), [[1.0]], [1.0])
+
+
+def test_answers_name_the_budget_clusters_when_no_neurons_coincide() -> None:
+    from saddlemap.report import answers
+
+    near = sm.TwoLayerNet([0.5 * A, 0.5 * A], [[W], [W * (1 + 1e-3)]], activation="tanh")
+    rep = sm.diagnose(near, WORKED, escape_steps=0, refine=False)
+    assert rep.minimal_width == 2 and rep.compression.width == 1
+    width, keeps, _ = answers(rep)
+    assert width.startswith("**Minimal width: r = 2 of m = 2.**")
+    bp = rep.branch
+    assert bp is not None
+    clusters = [g for g in bp.groups if len(g) > 1]
+    assert (f"within the 1 % loss budget, {len(clusters)} cluster(s) and {len(bp.nulls)} "
+            "near-null") in keeps
+    for k in (*bp.nulls, *(k for g in clusters for k in g)):
+        assert str(k) in keeps.split("**")[-1]
+    assert len(clusters) + len(bp.nulls) >= 1  # the budget merged or dropped a neuron

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -360,3 +361,70 @@ def test_import_saddlemap_does_not_import_matplotlib():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------- figures carry their claim
+def test_descent_down_one_way_up_another(saddle_split, data, tmp_path):
+    descent = sm.negative_curvature_step(saddle_split, data)
+    ax = plots.plot_descent(descent)
+    _save(ax, tmp_path, "descent")
+    down, up = [ln for ln in ax.lines if str(ln.get_label()).startswith("along")]
+    assert min(down.get_ydata()) < 0.0 < min(abs(y) for y in up.get_ydata() if y != 0)
+    assert all(y >= 0 for y in up.get_ydata())  # up on both sides
+    assert ax.get_yscale() == "symlog" and ax.get_xscale() == "symlog"
+    # the linear part of the y axis reaches down to the smallest change drawn
+    changes = np.abs(np.concatenate([down.get_ydata(), up.get_ydata()]))
+    assert ax.yaxis.get_transform().linthresh <= changes[changes > 0].min()
+    assert ax.get_title().startswith("down one way, up another")
+    zoom = [other for other in ax.figure.axes if other is not ax]
+    assert len(zoom) == 2 and zoom[0].get_xscale() == "linear"  # zoom and its twin axis
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(labels) == 3  # 0 and ±max|t|: no colliding tick labels
+
+
+def test_escape_figure_shows_a_tiny_decrease(escaped):
+    ax = plots.plot_escape(escaped)
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "R along the path"]
+    tiny = np.abs(line.get_ydata())
+    assert ax.yaxis.get_transform().linthresh <= tiny[tiny > 0].min()
+    assert "down" in ax.get_title()
+
+
+WIDTHS = [(2, 1), (12, 4), (60, 8), (200, 40)]
+
+
+@pytest.mark.parametrize(("m", "r"), WIDTHS)
+def test_neuron_map_labels_clusters_and_summarises_the_legend(m, r, tmp_path):
+    gen = torch.Generator().manual_seed(m)
+    W = torch.randn(r, 6, generator=gen, dtype=torch.float64)[torch.arange(m) % r]
+    a = torch.randn(m, 1, generator=gen, dtype=torch.float64)
+    net = sm.TwoLayerNet(a, W, activation="tanh")
+    red = sm.reduce(net, torch.randn(40, 6, generator=gen, dtype=torch.float64))
+    assert red.width == r
+    ax = plots.plot_neuron_map(net, red)
+    _save(ax, tmp_path, f"neuron_map_{m}")
+    texts = [t.get_text() for t in ax.texts]
+    assert texts and all(re.fullmatch(r"C\d+( ×\d+)?", t) for t in texts)
+    if r <= 8:
+        assert len(texts) == r  # every cluster named on the map
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    listed = [t for t in legend if t.startswith("C")]
+    assert len(listed) == min(r, 6)
+    if r > 6:
+        assert f"and {r - 6} more cluster(s)" in legend[-1]
+    assert f"{m} neurons → {r} cluster(s)" in ax.get_title()
+
+
+def test_plateaus_figure_labels_the_width_axis_and_the_verdict(tmp_path):
+    mon = sm.PlateauMonitor(sm.Dataset(np.zeros((3, 1)), np.zeros(3)), window=2,
+                            min_length=3, refine=False)
+    net = sm.TwoLayerNet([1.0], [[0.5]])
+    for t, value in enumerate([8, 4, 2, 2, 2, 2, 2, 2, 1, 0.5, 0.25]):
+        mon.observe(t, net, loss=value, grad_norm=1.0)
+    ax = plots.plot_plateaus(mon)
+    _save(ax, tmp_path, "plateaus")
+    third = ax.figure.axes[-1]
+    assert third.get_ylabel() == "effective width (neurons)"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["loss R", "‖∇R‖", "plateau", "effective width"]
+    assert [t.get_text() for t in ax.texts] == ["not refined (R = 2)"]

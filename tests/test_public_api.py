@@ -44,12 +44,12 @@ PUBLIC = {
     "saddle_branches", "SaddleBranch",
     "escape", "EscapeResult",
     # applications
-    "diagnose", "compress", "Report", "Compressed", "run_demo",
+    "diagnose", "compress", "Report", "Compressed", "run_demo", "Demo",
     "load_model", "save_model", "save_estimator", "load_data", "export_model", "LoadedModel",
     "PlateauMonitor", "Plateau", "PlateauRules",
     "run_study", "summarize", "load_config", "StudyConfig",
     # plots
-    "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_residual_function",
+    "plot_neuron_map", "plot_spectrum", "plot_escape", "plot_descent", "plot_residual_function",
     "plot_branch_hierarchy", "plot_training", "plot_plateaus", "save_report",
     "plot_spectral_density",
     # deep MLPs

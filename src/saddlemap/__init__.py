@@ -137,10 +137,11 @@ if TYPE_CHECKING:
     from .diagnosis import Compressed, Report, compress, diagnose
     from .monitor import Plateau, PlateauMonitor, PlateauRules
     from .study import StudyConfig, load_config, run_study, summarize
-    from .demo import run_demo
+    from .demo import Demo, run_demo
     # --- presentation: figures and reports
     from .plots import (
         plot_branch_hierarchy,
+        plot_descent,
         plot_escape,
         plot_neuron_map,
         plot_plateaus,

@@ -155,10 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"saddlemap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a built-in teacher–student problem until it "
-                          "stalls, then diagnose, escape and compress it")
+    demo = sub.add_parser("demo", help="train a soft committee machine through its plateau, "
+                          "then diagnose, escape and compress the network on the plateau")
     demo.add_argument("--out", type=_folder, default="saddlemap-demo", help="report folder")
-    demo.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=2,
+    demo.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                       help="seed of the demo problem")
     demo.add_argument("--json", type=_json_file,
                       help="also write the JSON report here ('-' for stdout)")
@@ -293,9 +293,17 @@ def _tolerances(args: argparse.Namespace) -> Any:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .errors import ModelError
     from .io import load_data, load_model
 
-    loaded = load_model(args.model, activation=args.activation, trust_pickle=args.trust_pickle)
+    try:
+        loaded = load_model(args.model, activation=args.activation,
+                            trust_pickle=args.trust_pickle)
+    except ModelError as exc:  # the library says activation=, the command line --activation
+        text = str(exc).replace("pass activation=", "pass --activation NAME")
+        if text == str(exc):
+            raise
+        raise ModelError(text) from exc
     if getattr(args, "data", None) is None:
         return loaded, None
     data = load_data(args.data, args.y_path, target=args.target, loss=args.loss or loaded.loss)
@@ -325,13 +333,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(rep: Any, out: str | None, json_path: str | None) -> None:
+def _finish(rep: Any, out: str | None, json_path: str | None, monitor: Any = None) -> None:
     if json_path != "-":
         print(rep.summary())
     if out:
         from .report import save_report
 
-        paths = save_report(rep, out)
+        paths = save_report(rep, out, monitor=monitor)
         if json_path != "-":
             print(f"report: {paths['html']}")
     _write_json(rep.to_dict(), json_path)
@@ -398,8 +406,12 @@ def _cmd_branches(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    rep = run_demo(seed=args.seed)
-    _finish(rep, args.out, args.json)
+    demo = run_demo(seed=args.seed)
+    if args.json != "-":
+        p = demo.plateau
+        print(f"Training stalled from step {p.start} to {p.end} at R = {p.loss:.3g} "
+              f"({p.verdict.value}); the network at step {p.snapshot_step} is diagnosed.")
+    _finish(demo.report, args.out, args.json, monitor=demo.monitor)
     return 0
 
 

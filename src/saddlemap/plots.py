@@ -31,6 +31,7 @@ import torch
 
 from .critical_set import Branch, CriticalSet
 from .density import SpectralDensity
+from .descent import Descent
 from .errors import OptionError
 from .escapes import EscapeResult
 from .monitor import PlateauMonitor
@@ -48,6 +49,7 @@ __all__ = [
     "STAR_NODE",
     "VERDICT_COLORS",
     "plot_branch_hierarchy",
+    "plot_descent",
     "plot_escape",
     "plot_neuron_map",
     "plot_plateaus",
@@ -97,9 +99,14 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Projection of the rows onto their two leading principal axes, and the variance kept.
 
-    Axis signs are fixed (largest loading positive) so the picture is deterministic.
+    Axis signs are fixed (largest loading positive) so the picture is deterministic.  When
+    the rows (nearly) coincide — neurons of one cluster — their centred spread is rounding
+    noise, so the axes are those of the uncentred rows and coinciding neurons stay together.
     """
     centred = points - points.mean(axis=0)
+    size = float(np.abs(points).max(initial=0.0))
+    if float(np.abs(centred).max(initial=0.0)) <= 1e-8 * max(size, 1e-300):
+        centred = points
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     axes = np.zeros((2, points.shape[1]))
     k = min(2, vt.shape[0])
@@ -110,6 +117,22 @@ def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, float]:
     total = float((s**2).sum())
     kept = float((s[:k] ** 2).sum()) / total if total > 0 else 1.0
     return centred @ axes.T, kept
+
+
+def _min_extent(ax: Axes, xy: np.ndarray) -> None:
+    """Axis limits at least a fifth of the largest coordinate wide.
+
+    Rounding-level differences between coinciding neurons are then not blown up to fill
+    the picture.
+    """
+    if not len(xy):
+        return
+    ref = max(float(np.abs(xy).max()), 1e-12)
+    for i, setter in ((0, ax.set_xlim), (1, ax.set_ylim)):
+        lo, hi = float(xy[:, i].min()), float(xy[:, i].max())
+        if hi - lo < 0.1 * ref:
+            mid = 0.5 * (lo + hi)
+            setter(mid - 0.1 * ref, mid + 0.1 * ref)
 
 
 def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None = None) -> Axes:
@@ -133,7 +156,7 @@ def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None =
     Raises:
         OptionError: the reduction is of a network of another width.
     """
-    plt = _pyplot()
+    _pyplot()
     red = reduction
     if len(red.assignment) != net.width:
         raise OptionError(
@@ -150,15 +173,14 @@ def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None =
     null = a_norm <= red.a_tol
     for group in red.dropped_null:
         null[list(group)] = True
-    cmap = plt.get_cmap("tab10")
     colors = np.array([
-        (0.5, 0.5, 0.5, 1.0) if red.assignment[k] < 0 else cmap(red.assignment[k] % 10)
+        (0.5, 0.5, 0.5, 1.0) if red.assignment[k] < 0 else _cluster_color(red.assignment[k])
         for k in range(m)
     ]).reshape(m, 4)
     faces = colors.copy()
     faces[null] = (1.0, 1.0, 1.0, 0.0)
     scale = float(a_norm.max()) if m and float(a_norm.max()) > 0 else 1.0
-    sizes = 30.0 + 170.0 * a_norm / scale
+    sizes = (30.0 if m <= 50 else 12.0) + (170.0 if m <= 50 else 40.0) * a_norm / scale
     if D == 1:
         xy = np.column_stack([W[:, 0], a[:, 0]]) if m else np.zeros((0, 2))
         xlabel, ylabel = "w", "a" if net.output_dim == 1 else "a (first output)"
@@ -177,21 +199,90 @@ def plot_neuron_map(net: TwoLayerNet, reduction: Reduction, *, ax: Axes | None =
                label="neurons")
     if D == 1:
         ax.axhline(0.0, color="0.7", lw=0.8, zorder=1)
+    ax.margins(x=0.14, y=0.1)  # room for the cluster labels inside the frame
+    _min_extent(ax, xy)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\n{red.width} cluster(s) of {m} neurons, {int(null.sum())} null")
+    merged = sum(1 for g in red.groups if len(g) > 1)
+    ax.set_title(f"{title}\n{m} neurons → {red.width} cluster(s) ({merged} of several "
+                 f"neurons), {int(null.sum())} null", fontsize="medium")
+    _label_clusters(ax, xy, red)
+    _neuron_legend(ax, red, bool(null.any()))
+    return ax
+
+
+#: Clusters listed one by one in the neuron map's legend; the rest are summarised.
+_LEGEND_CLUSTERS = 6
+#: Singleton clusters get a text label on the map up to this many clusters.
+_LABEL_SINGLETONS = 24
+
+
+def _cluster_color(j: int) -> tuple[float, float, float, float]:
+    """A colour per cluster: tab10, then tab20's lighter shades (the text label decides)."""
+    import matplotlib as mpl
+
+    if j < 10:
+        return tuple(mpl.colormaps["tab10"](j))  # type: ignore[return-value]
+    return tuple(mpl.colormaps["tab20"](2 * (j % 10) + 1))  # type: ignore[return-value]
+
+
+def _members(group: Sequence[int]) -> str:
+    """'neurons 0, 3, 5' or 'neurons 0–7 (8)' for long groups."""
+    g = sorted(group)
+    if len(g) == 1:
+        return f"neuron {g[0]}"
+    if len(g) <= 4:
+        return "neurons " + ", ".join(str(k) for k in g)
+    return f"{len(g)} neurons ({g[0]}, {g[1]}, …, {g[-1]})"
+
+
+def _label_clusters(ax: Axes, xy: np.ndarray, red: Reduction) -> None:
+    """Text labels 'Cj ×size' beside the clusters, so clusters read without colour.
+
+    Clusters of several neurons are labelled, largest first, and singletons while there
+    are few clusters; a label that would overlap one already placed is left out (the
+    legend says so), so labels never collide.
+    """
+    label_all = red.width <= _LABEL_SINGLETONS
+    spread = np.ptp(xy, axis=0) if len(xy) else np.ones(2)
+    spread = np.where(spread > 0, spread, 1.0)
+    placed: list[np.ndarray] = []
+    order = sorted(range(red.width), key=lambda j: -len(red.groups[j]))
+    for j in order:
+        group = red.groups[j]
+        if len(group) == 1 and not label_all:
+            continue
+        centre = xy[list(group)].mean(axis=0)
+        at = centre / spread
+        if any(abs(at[0] - p[0]) < 0.12 and abs(at[1] - p[1]) < 0.06 for p in placed):
+            continue
+        placed.append(at)
+        text = f"C{j}" + (f" ×{len(group)}" if len(group) > 1 else "")
+        ax.annotate(text, centre, xytext=(6, 6), textcoords="offset points",
+                    fontsize="x-small" if red.width > 10 else "small", zorder=5,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "0.7",
+                          "alpha": 0.8})
+
+
+def _neuron_legend(ax: Axes, red: Reduction, has_null: bool) -> None:
+    """The first clusters by name and members, then a count of the others (never cut)."""
     from matplotlib.lines import Line2D
 
     handles = [
-        Line2D([], [], ls="", marker="o", color=cmap(j % 10), label=f"cluster {j}")
-        for j in range(min(red.width, 10))
+        Line2D([], [], ls="", marker="o", color=_cluster_color(j),
+               label=f"C{j}: {_members(g)}")
+        for j, g in enumerate(red.groups[:_LEGEND_CLUSTERS])
     ]
-    if null.any():
+    rest = red.width - len(handles)
+    if rest > 0:
+        handles.append(Line2D([], [], ls="", label=f"… and {rest} more cluster(s), "
+                              "labelled on the map where there is room"))
+    if has_null:
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", color="k",
-                              label="null neuron"))
+                              label="null neuron (dropped)"))
     if handles:
-        ax.legend(handles=handles, fontsize="small", loc="best")
-    return ax
+        ax.legend(handles=handles, fontsize="x-small", loc="upper left",
+                  bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
 # ------------------------------------------------------------------------------- spectrum
@@ -224,8 +315,11 @@ def plot_spectrum(spectrum: Spectrum, *, ax: Axes | None = None) -> Axes:
         if mask.any():
             ax.scatter(idx[mask], lam[mask], color=color, s=18, zorder=3,
                        label=f"{name} ({int(mask.sum())})")
-    ax.set_yscale("symlog", linthresh=linthresh)
+    _symlog_r(ax, lam, linthresh)
     ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("index (ascending)")
     ax.set_ylabel("eigenvalue λ")
     inertia = spectrum.inertia
@@ -284,24 +378,125 @@ def _shape_words(t: np.ndarray, dr: np.ndarray) -> str:
     if down_l or down_r:
         other = right if down_l else left
         return "down on one side, up on the other" if (other > 0).any() else "down on one side"
-    return "no decrease along the path"
+    return "up on both sides" if (dr > 0).any() else "no change along the path"
+
+
+def _linthresh(values: np.ndarray) -> float:
+    """The linear range of a symlog axis: the smallest nonzero |value| (a floor of 1e-300)."""
+    nonzero = np.abs(values[np.isfinite(values) & (values != 0)])
+    return max(float(nonzero.min()), 1e-300) if nonzero.size else 1.0
+
+
+def _symlog_t(ax: Axes, t: np.ndarray) -> None:
+    """A symlog t axis with three ticks, 0 and ±max|t|, which never collide."""
+    nonzero = np.abs(t[t != 0])
+    if not nonzero.size:
+        return
+    low, high = float(nonzero.min()), float(nonzero.max())
+    ax.set_xscale("symlog", linthresh=low)
+    ticks = [-high, 0.0, high]
+    ax.set_xticks(ticks, [f"{v:.2g}" for v in ticks])
+    ax.minorticks_off()
+
+
+def _symlog_r(ax: Axes, values: np.ndarray, linthresh: float | None = None) -> None:
+    """A symlog ΔR axis, linear up to the smallest |ΔR|, ticks never colliding.
+
+    At most about four decades are labelled on each side of zero.
+    """
+    lin = _linthresh(values) if linthresh is None else linthresh
+    ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
+    top = float(np.abs(values[np.isfinite(values)]).max(initial=lin))
+    k0, k1 = int(np.ceil(np.log10(lin))) + 1, int(np.floor(np.log10(max(top, lin))))
+    stride = max(1, int(np.ceil((k1 - k0 + 1) / 4)))
+    decades = list(range(k1, k0 - 1, -stride))
+    ticks = sorted([-(10.0**k) for k in decades] + [0.0] + [10.0**k for k in decades])
+    finite = values[np.isfinite(values)]
+    low = -1.5 * top if (finite < 0).any() else -lin
+    high = 1.5 * top if (finite > 0).any() else lin
+    ticks = [v for v in ticks if low <= v <= high]
+    ax.set_yticks(ticks, [_power(v) for v in ticks])
+    ax.set_ylim(low, high)
+    ax.minorticks_off()
+
+
+def _power(v: float) -> str:
+    if v == 0:
+        return "0"
+    k = round(float(np.log10(abs(v))))
+    return f"${'-' if v < 0 else ''}10^{{{k}}}$"
+
+
+def _zoom_axes(ax: Axes) -> Axes:
+    """A panel to the right of ``ax`` (same figure), for the zoom near t = 0."""
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    zoom: Axes = make_axes_locatable(ax).append_axes("right", size="70%", pad=1.0)
+    return zoom
+
+
+def _zoom(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray, str, str]],
+          points: int = 4) -> Axes:
+    """The inner ``points`` steps on each side, linear axes; each curve on its own y axis.
+
+    The first curve uses the left axis, a second one a twin axis on the right, so a small
+    decrease beside a large increase stays visible.
+    """
+    zoom = _zoom_axes(ax)
+    axes = [zoom]
+    for i, (t, dr, color, label) in enumerate(curves):
+        target = zoom if i == 0 else zoom.twinx()
+        if i:
+            axes.append(target)
+        mags = np.unique(np.abs(t[t != 0]))
+        reach = mags[min(points, mags.size) - 1] if mags.size else 1.0
+        inner = np.abs(t) <= reach * (1 + 1e-12)
+        target.plot(t[inner], dr[inner], marker=".", color=color, label=label)
+        target.set_ylabel(f"ΔR {label.removeprefix('R ')}", color=color)
+        target.tick_params(axis="y", colors=color)
+        target.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useMathText=True)
+    zoom.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    zoom.axvline(0.0, color="0.8", lw=0.8, zorder=1)
+    zoom.set_xlabel("t (zoom near 0, linear)")
+    return zoom
+
+
+def _way_down(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray, str, str]],
+              step: tuple[float, float] | None, xlabel: str) -> None:
+    """ΔR(t) curves on symlog axes (both scales visible), the step starred, a zoom panel."""
+    every = np.concatenate([dr for _, dr, _, _ in curves])
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    ax.axvline(0.0, color="0.8", lw=0.8, zorder=1)
+    for t, dr, color, label in curves:
+        ax.plot(t, dr, marker=".", color=color, zorder=2, label=label)
+    if step is not None:
+        ax.scatter([step[0]], [step[1]], marker="*", s=160, color="k", zorder=4,
+                   label=f"step t = {step[0]:.3g}, ΔR = {step[1]:.3g}")
+    _symlog_t(ax, np.concatenate([t for t, _, _, _ in curves]))
+    _symlog_r(ax, every)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("ΔR = R(t) − R(0)  (symlog)")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.18),
+              ncol=1, frameon=False)
+    _zoom(ax, curves)
 
 
 def plot_escape(result: EscapeResult, *, ax: Axes | None = None) -> Axes:
     """The loss change R(t) − R(0) along the escape direction or curve, the step marked.
 
-    The x axis is symlog (the scanned steps halve towards 0); a line of the picture says
-    whether the loss goes down on both sides or down on one side and up on the other.
+    Both axes are symlog (the scanned steps halve towards 0; a decrease of 1e-8 beside a
+    rise of 1e-2 stays visible), a second panel zooms on the innermost steps on linear
+    axes, and the title says in words how the loss changes on the two sides.
 
     Args:
         result: an :class:`~saddlemap.EscapeResult` from :func:`~saddlemap.escape`.
-        ax: draw here; a new figure when None.
+        ax: draw here; a new figure when None (the zoom panel is appended beside it).
 
     Returns:
         The Axes drawn on (with a note and no curve when the escape had no path).
     """
     _pyplot()
-    ax = _axes(ax)
+    ax = _axes(ax, figsize=(9.0, 4.0))
     t = np.asarray(result.path_t, dtype=float)
     dr = np.asarray(result.path_loss, dtype=float) - result.loss_before
     along = "curve" if result.method is EscapeMethod.ESCAPE_CURVE else "direction"
@@ -314,19 +509,54 @@ def plot_escape(result: EscapeResult, *, ax: Axes | None = None) -> Axes:
         return ax
     order = np.argsort(t, kind="stable")
     t, dr = t[order], dr[order]
-    ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
-    ax.axvline(0.0, color="0.8", lw=0.8, zorder=1)
-    ax.plot(t, dr, marker=".", color="tab:blue", zorder=2, label="R along the path")
-    if result.step != 0.0:
-        ax.scatter([result.step], [result.loss_after_step - result.loss_before], marker="*",
-                   s=160, color="tab:red", zorder=4, label=f"step t = {result.step:.3g}")
-    nonzero = np.abs(t[t != 0])
-    if nonzero.size:
-        ax.set_xscale("symlog", linthresh=float(nonzero.min()))
-    ax.text(0.02, 0.04, _shape_words(t, dr), transform=ax.transAxes, fontsize="small")
-    ax.set_title(f"escape by {result.method.value} from a {result.start.kind.value}\n"
-                 f"ΔR after the step = {result.loss_after_step - result.loss_before:.3g}")
-    ax.legend(fontsize="small", loc="best")
+    step = None if result.step == 0.0 else (result.step,
+                                            result.loss_after_step - result.loss_before)
+    _way_down(ax, [(t, dr, "tab:red", "R along the path")], step, f"t along the {along}")
+    ax.set_title(f"escape by {result.method.value}\nfrom a {result.start.kind.value}: "
+                 f"{_shape_words(t, dr)}", fontsize="medium")
+    return ax
+
+
+def plot_descent(descent: Descent, *, ax: Axes | None = None) -> Axes:
+    """Down one way, up another: R along the lowest and the highest curvature directions.
+
+    ΔR(t) = R(θ + t v) − R(θ) along the eigenvector v of λ_min (red, oriented downhill)
+    and along that of λ_max (blue), on symlog axes so both the fall and the rise are
+    visible, the step taken starred; a second panel zooms on the innermost steps on
+    linear axes, each curve on its own y axis.
+
+    Args:
+        descent: a :class:`~saddlemap.Descent` from
+            :func:`~saddlemap.negative_curvature_step`.
+        ax: draw here; a new figure when None (the zoom panel is appended beside it).
+
+    Returns:
+        The Axes drawn on.
+
+    Raises:
+        OptionError: a descent without any scan (no eigenvector was computed).
+    """
+    if not descent.path_t.size and not descent.up_t.size:
+        raise OptionError("the descent has no scan to draw (no eigenvector was computed)")
+    _pyplot()
+    ax = _axes(ax, figsize=(9.0, 4.0))
+    before = descent.loss_before
+    curves = []
+    if descent.path_t.size:
+        curves.append((np.asarray(descent.path_t, dtype=float),
+                       np.asarray(descent.path_loss, dtype=float) - before, "tab:red",
+                       f"along v_min (λ = {descent.lambda_min:.3g})"))
+    if descent.up_t.size:
+        curves.append((np.asarray(descent.up_t, dtype=float),
+                       np.asarray(descent.up_loss, dtype=float) - before, "tab:blue",
+                       f"along v_max (λ = {descent.lambda_max:.3g})"))
+    step = None if descent.step == 0.0 else (descent.step,
+                                             descent.loss_after_step - before)
+    _way_down(ax, curves, step, "t (step along the eigenvector)")
+    words = "down one way, up another" if descent.direction is not None and descent.improved \
+        else "no way down at second order: up along both"
+    ax.set_title(f"{words}\nR(θ) = {before:.4g}, {descent.negative} negative eigenvalue(s)",
+                 fontsize="medium")
     return ax
 
 
@@ -572,6 +802,10 @@ def plot_training(history: History, *, ax: Axes | None = None,
                   plateaus: Sequence[tuple[float, float, str]] | None = None) -> Axes:
     """Loss (log scale, left axis) and gradient norm (log scale, right axis) against step.
 
+    Each plateau is shaded and labelled at the top of its band, the label wrapped to fit
+    and alternating in height when bands are close; the legend sits below the axes so it
+    covers no curve.
+
     Args:
         history: a :class:`~saddlemap.History` from :func:`~saddlemap.train`.
         ax: draw here; a new figure when None.  The gradient norm goes on ``ax.twinx()``.
@@ -581,7 +815,7 @@ def plot_training(history: History, *, ax: Axes | None = None,
         The Axes of the loss (the twin axis is reachable through the figure).
     """
     _pyplot()
-    ax = _axes(ax)
+    ax = _axes(ax, figsize=(7.0, 4.0))
     step = np.asarray(history.step, dtype=float)
     loss = np.asarray(history.loss, dtype=float)
     grad = np.asarray(history.grad_norm, dtype=float)
@@ -592,23 +826,45 @@ def plot_training(history: History, *, ax: Axes | None = None,
     ax.set_ylabel("loss R", color="tab:blue")
     twin = ax.twinx()
     (grad_line,) = twin.plot(step, np.where(grad > 0, grad, np.nan), color="tab:orange",
-                             label="‖∇R‖")
+                             lw=0.9, label="‖∇R‖")
     twin.set_yscale("log")
     twin.set_ylabel("‖∇R‖", color="tab:orange")
-    for start, end, label in plateaus or ():
+    span = float(step.max() - step.min()) if step.size else 1.0
+    last = -np.inf
+    level = 0
+    for i, (start, end, label) in enumerate(plateaus or ()):
         ax.axvspan(start, end, color="tab:green", alpha=0.15, zorder=0)
-        ax.text((start + end) / 2.0, 0.97, label, transform=ax.get_xaxis_transform(),
-                ha="center", va="top", fontsize="small")
-    ax.legend(handles=[loss_line, grad_line], fontsize="small", loc="upper right")
-    ax.set_title(f"training: {len(history)} recorded steps")
+        level = level + 1 if (start - last) < 0.3 * span and i else 0
+        ax.annotate(_wrap(label, 48), ((start + end) / 2.0, 1.0),
+                    xycoords=ax.get_xaxis_transform(), xytext=(0, 4 + 24 * level),
+                    textcoords="offset points", ha="center", va="bottom", fontsize="small",
+                    color="darkgreen", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "tab:green"} if level else None)
+        last = end
+    handles: list[Any] = [loss_line, grad_line]
+    if plateaus:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="tab:green", alpha=0.15, label="plateau"))
+    ax.legend(handles=handles, fontsize="small", loc="upper left",
+              bbox_to_anchor=(0.0, -0.15), ncol=len(handles), frameon=False)
+    ax.set_title(f"training: {len(history)} recorded steps",
+                 pad=30 + 24 * level if plateaus else 6)
     return ax
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def plot_plateaus(monitor: PlateauMonitor, *, ax: Axes | None = None) -> Axes:
     """A :class:`~saddlemap.PlateauMonitor`'s loss and ‖∇R‖ with its plateaus shaded.
 
-    Each plateau is labelled by its verdict; the effective width is drawn as a labelled step
-    line on a third axis, offset to the right.
+    Each plateau is labelled by its verdict and its loss; the effective width is drawn as a
+    step line on a third axis, offset to the right, with its own label and integer ticks,
+    and listed in the legend.
 
     Args:
         monitor: the monitor after training (its ``history`` and ``plateaus``).
@@ -620,12 +876,21 @@ def plot_plateaus(monitor: PlateauMonitor, *, ax: Axes | None = None) -> Axes:
     h = monitor.history
     ax = plot_training(
         History(h["step"], h["loss"], h["grad_norm"]), ax=ax,
-        plateaus=[(p.start, p.end, p.verdict.value) for p in monitor.plateaus],
+        plateaus=[(p.start, p.end, f"{p.verdict.value} (R = {p.loss:.3g})")
+                  for p in monitor.plateaus],
     )
     third: Any = ax.twinx()
     third.spines["right"].set_position(("axes", 1.15))
-    third.step(h["step"], h["width"], where="post", color="tab:green", label="width")
-    third.set_ylabel("effective width", color="tab:green")
+    third.spines["right"].set_color("tab:green")
+    (width_line,) = third.step(h["step"], h["width"], where="post", color="tab:green",
+                               lw=1.2, ls="--", label="effective width")
+    third.set_ylabel("effective width (neurons)", color="tab:green")
+    third.tick_params(axis="y", colors="tab:green")
     top = int(h["width"].max()) if h["width"].size else 1
     third.set_ylim(-0.2, top + 0.5)
+    third.set_yticks(range(0, top + 1, max(1, (top + 1) // 6)))
+    legend = ax.get_legend()
+    handles = [*legend.legend_handles, width_line] if legend is not None else [width_line]
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.15),
+              ncol=len(handles), frameon=False)
     return ax

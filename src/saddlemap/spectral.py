@@ -128,8 +128,8 @@ class Spectrum:
         )
         return (
             f"{self.method} spectrum of P={self.num_params}: λ_min={self.min:.6g}, "
-            f"λ_max={self.max:.6g}, {inert}, zero tol {self.zero_tol:.2g} "
-            f"(= {self.zero_rtol:.1g} × {self.scale:.3g})"
+            f"λ_max={self.max:.6g}, {inert}, zero tol {self.zero_tol:.4g} "
+            f"(= {self.zero_rtol:.4g} × {self.scale:.4g})"
         )
 
 
