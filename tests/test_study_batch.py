@@ -118,6 +118,10 @@ def test_stored_and_summarised_by_batch_size(tmp_path: Path) -> None:
     assert report.failed == 0
     with StudyStore(db) as store:
         assert sorted(str(r["spec"].get("batch_size")) for r in store.runs()) == ["32", "None"]
+        stored = {p["batch_size"]: p for p in store.plateaus()}  # the noise measure, stored
+    assert set(stored) == {32, None}
+    assert stored[32]["noise_lambda_min"] < 0 < stored[32]["noise_along_escape"]
+    assert stored[None]["noise_lambda_min"] is None and stored[None]["noise_along_escape"] is None
     summary = summarize(db, by="batch_size")
     assert [r.key for r in summary.rows] == [(32,), (None,)]
     assert all(r.plateaus == 1 for r in summary.rows)

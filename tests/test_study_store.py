@@ -37,7 +37,9 @@ from saddlemap.study import (
 )
 from saddlemap.study.execution import MAX_HISTORY_POINTS, _plateau_record, thin_history
 from saddlemap.study.store import (
+    PLATEAU_COLUMNS,
     PLATEAU_DETAIL_COLUMNS,
+    PLATEAU_NOISE_COLUMNS,
     SCHEMA_VERSION,
     Owner,
 )
@@ -83,7 +85,7 @@ def test_round_trip_of_a_committee_run(tmp_path_factory: pytest.TempPathFactory)
     db = _committee_db(tmp_path_factory)
     specs = {s.run_id: s for s in StudyConfig.from_dict(COMMITTEE).runs()}
     with StudyStore(db, create=False) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         plateaus = store.plateaus()
         assert {p["run_id"] for p in plateaus} == set(specs)
         for p in plateaus:
@@ -201,6 +203,27 @@ _V2_CREATE = (
 )
 
 
+#: Version 3: the v2 tables, the plateau details, points and histories (no noise columns).
+_V3_CREATE = (
+    *_V2_CREATE[:-1],
+    *(f'ALTER TABLE plateaus ADD COLUMN "{c}" {t}' for c, t in (
+        ("snapshot_step", "INTEGER"), ("distance", "REAL"), ("grad_norm", "REAL"),
+        ("lambda_min", "REAL"), ("n_negative", "INTEGER"), ("n_zero", "INTEGER"),
+        ("n_positive", "INTEGER"), ("accepted", "INTEGER"), ("max_path_loss", "REAL"),
+        ("channel", "TEXT"), ("clusters", "TEXT"), ("null_neurons", "TEXT"),
+        ("warnings", "TEXT"), ("frozen", "TEXT"))),
+    """CREATE TABLE points (run_id TEXT NOT NULL REFERENCES runs(run_id),
+        "index" INTEGER NOT NULL, which TEXT NOT NULL, activation TEXT NOT NULL,
+        width INTEGER NOT NULL, input_dim INTEGER NOT NULL, output_dim INTEGER NOT NULL,
+        hidden_bias INTEGER NOT NULL, output_bias INTEGER NOT NULL, params BLOB NOT NULL,
+        PRIMARY KEY (run_id, "index", which))""",
+    """CREATE TABLE histories (run_id TEXT PRIMARY KEY REFERENCES runs(run_id), r0 REAL,
+        rules TEXT NOT NULL, points INTEGER NOT NULL, step BLOB NOT NULL, loss BLOB NOT NULL,
+        grad_norm BLOB NOT NULL)""",
+    "INSERT INTO meta (key, value) VALUES ('schema_version', '3')",
+)
+
+
 def _old_db(path: Path, statements: tuple[str, ...]) -> list[RunSpec]:
     """A database of an old layout with two ok runs (one plateau each) and a failed one."""
     specs = StudyConfig.from_dict({"grid": {"teacher_width": [1], "width": [1],
@@ -217,7 +240,9 @@ def _old_db(path: Path, statements: tuple[str, ...]) -> list[RunSpec]:
                           None if i == 2 else 0.5 + i, None if i == 2 else 100, 0.25,
                           "RuntimeError: boom" if i == 2 else None))
             if i < 2:
-                conn.execute("INSERT INTO plateaus VALUES (?, 0, 10, 60, 50, ?, 1, ?, ?)",
+                conn.execute("INSERT INTO plateaus (run_id, \"index\", start, \"end\", "
+                             "duration, loss, width, verdict, kind) "
+                             "VALUES (?, 0, 10, 60, 50, ?, 1, ?, ?)",
                              (spec.run_id, 0.75 + i, NARROWER, "strict saddle"))
         conn.commit()
     return specs
@@ -232,12 +257,12 @@ def _layout(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {t: conn.execute(query, (t,)).fetchall() for t in tables}
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_old_databases_are_migrated(tmp_path: Path, version: int) -> None:
     db = tmp_path / f"v{version}.db"
-    specs = _old_db(db, _V1_CREATE if version == 1 else _V2_CREATE)
+    specs = _old_db(db, {1: _V1_CREATE, 2: _V2_CREATE, 3: _V3_CREATE}[version])
     with StudyStore(db) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         assert store.done_ids() == {specs[0].run_id, specs[1].run_id}
         assert [s["created"] for s in store.studies()] == ["t0"]
         runs = {r["run_id"]: r for r in store.runs()}
@@ -246,7 +271,8 @@ def test_old_databases_are_migrated(tmp_path: Path, version: int) -> None:
         plateaus = store.plateaus()
         assert [(p["run_id"], p["loss"], p["verdict"]) for p in plateaus] == sorted(
             [(specs[0].run_id, 0.75, NARROWER), (specs[1].run_id, 1.75, NARROWER)])
-        assert all(p[c] is None for p in plateaus for c in PLATEAU_DETAIL_COLUMNS)
+        assert all(p[c] is None for p in plateaus
+                   for c in PLATEAU_DETAIL_COLUMNS + PLATEAU_NOISE_COLUMNS)
         assert store.point(specs[0].run_id, 0, "snapshot") is None
         assert store.history(specs[0].run_id) is None
         run = store.run(specs[0].run_id)
@@ -258,12 +284,15 @@ def test_old_databases_are_migrated(tmp_path: Path, version: int) -> None:
     with StudyStore(tmp_path / "new.db"):
         pass
     assert _layout(db) == _layout(tmp_path / "new.db")
-    assert _layout(db)["plateaus"][-len(PLATEAU_DETAIL_COLUMNS):][0][0] == "snapshot_step"
+    assert _layout(db)["plateaus"][len(PLATEAU_COLUMNS)][0] == "snapshot_step"
+    assert [c[0] for c in _layout(db)["plateaus"][-3:]] == list(PLATEAU_NOISE_COLUMNS)
     with StudyStore(db) as store:  # and takes new runs, details included, in one go
         spec = specs[0]
         store.write_outcome(_detailed_outcome(spec))
         (p,) = store.plateaus(spec.run_id)
         assert p["clusters"] == [[0], [1]] and p["accepted"] is True
+        assert (p["batch_size"], p["noise_lambda_min"], p["noise_along_escape"]) == (
+            16, -0.5, 2.5e-3)
         net = store.point(spec.run_id, 0, "refined")
         assert net is not None and net.width == 2 and net.b is not None
         history = store.history(spec.run_id)
@@ -279,6 +308,7 @@ def _detailed_outcome(spec: RunSpec) -> Outcome:
                "n_zero": 2, "n_positive": 5, "accepted": True, "max_path_loss": 0.5,
                "channel": None, "clusters": [[0], [1]], "null_neurons": [], "warnings": [],
                "frozen": [], "activation": "tanh", "layout": [2, 2, 1, 1, 0],
+               "batch_size": 16, "noise_lambda_min": -0.5, "noise_along_escape": 2.5e-3,
                "snapshot": theta, "refined": theta + 0.125}
     rec = {"run_id": spec.run_id, "spec": spec.to_dict(), "final_loss": 0.25, "steps": 9,
            "r0": 2.0, "rules": spec.plateau_rules().to_dict(),
@@ -307,7 +337,9 @@ def _set(path: Path, statement: str) -> None:
 @pytest.mark.parametrize(
     ("statement", "words"),
     [
-        ("UPDATE meta SET value = '4' WHERE key = 'schema_version'", "newer"),
+        ("UPDATE meta SET value = '5' WHERE key = 'schema_version'", "newer"),
+        ("UPDATE plateaus SET batch_size = 0", "wrong type"),
+        ("UPDATE plateaus SET noise_along_escape = 'loud'", "wrong type"),
         ("UPDATE points SET params = substr(params, 1, 16)", "wrong type"),
         ("UPDATE points SET which = 'middle' WHERE which = 'refined'", "wrong type"),
         ("UPDATE plateaus SET accepted = 'yes'", "wrong type"),

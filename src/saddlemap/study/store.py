@@ -15,7 +15,9 @@ Tables (schema version :data:`SCHEMA_VERSION`):
   n_positive (of the trained block's spectrum, or the full Hessian's when nothing is
   frozen), accepted (0/1), max_path_loss, and as JSON text channel (a neuron pair or
   null), clusters and null_neurons (lists of lists of neuron indices: the reduction of the
-  refined point), warnings (note codes) and frozen (block names).
+  refined point), warnings (note codes) and frozen (block names); then, for minibatch runs
+  (:data:`PLATEAU_NOISE_COLUMNS`, version 4; NULL otherwise), batch_size and the noise
+  measure at the snapshot: noise_lambda_min (λ_min) and noise_along_escape (vᵀΣ_B v).
 * ``points``: the parameter points of each plateau, ``which`` = ``"snapshot"`` (where
   the refinement started) or ``"refined"``: the activation name, the layout (width,
   input_dim, output_dim, hidden_bias, output_bias) and ``params``, the flat parameters as
@@ -77,8 +79,10 @@ from .execution import Outcome
 __all__ = [
     "HISTORY_COLUMNS",
     "LEASE_SECONDS",
+    "PLATEAU_ALL_COLUMNS",
     "PLATEAU_COLUMNS",
     "PLATEAU_DETAIL_COLUMNS",
+    "PLATEAU_NOISE_COLUMNS",
     "POINT_COLUMNS",
     "POINT_KINDS",
     "RUN_COLUMNS",
@@ -87,9 +91,9 @@ __all__ = [
     "StudyStore",
 ]
 
-#: The layout this saddlemap writes; versions 1 (no ``meta`` table) and 2 (no points or
-#: histories) are migrated on open.
-SCHEMA_VERSION = 3
+#: The layout this saddlemap writes; versions 1 (no ``meta`` table), 2 (no points or
+#: histories) and 3 (no noise columns) are migrated on open.
+SCHEMA_VERSION = 4
 #: Seconds a lease lasts without a heartbeat.
 LEASE_SECONDS = 120.0
 #: Seconds between two heartbeats of a runner (renewals of its leases).
@@ -106,6 +110,11 @@ PLATEAU_DETAIL_COLUMNS = (
     "n_positive", "accepted", "max_path_loss", "channel", "clusters", "null_neurons",
     "warnings", "frozen",
 )
+#: The plateau columns version 4 added (minibatch runs; NULL for full-batch runs and rows of
+#: earlier versions): B, and λ_min and vᵀΣ_B v of the noise measure at the snapshot.
+PLATEAU_NOISE_COLUMNS = ("batch_size", "noise_lambda_min", "noise_along_escape")
+#: Every column of the ``plateaus`` table, in order.
+PLATEAU_ALL_COLUMNS = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS + PLATEAU_NOISE_COLUMNS
 #: Detail columns holding JSON text (lists, or a pair for ``channel``).
 _JSON_COLUMNS = ("channel", "clusters", "null_neurons", "warnings", "frozen")
 POINT_COLUMNS = (
@@ -130,6 +139,7 @@ _TABLES: dict[int, dict[str, tuple[str, ...]]] = {
     3: {**_TABLES_V2, "plateaus": PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS,
         "points": POINT_COLUMNS, "histories": HISTORY_COLUMNS},
 }
+_TABLES[4] = {**_TABLES[3], "plateaus": PLATEAU_ALL_COLUMNS}
 
 _CREATE_V1 = (
     """CREATE TABLE study (
@@ -210,6 +220,12 @@ _MIGRATE_2_TO_3 = (
         grad_norm BLOB NOT NULL
     )""",
     "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+)
+_MIGRATE_3_TO_4 = (
+    'ALTER TABLE plateaus ADD COLUMN "batch_size" INTEGER',
+    'ALTER TABLE plateaus ADD COLUMN "noise_lambda_min" REAL',
+    'ALTER TABLE plateaus ADD COLUMN "noise_along_escape" REAL',
+    "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
 )
 
 
@@ -370,9 +386,18 @@ _ODD_VALUES_V3 = {
 }
 
 
+#: The checks of the noise columns of version 4.
+_ODD_VALUES_V4 = {
+    "plateaus": "typeof(batch_size) NOT IN ('integer', 'null') OR batch_size < 1"
+                f" OR typeof(noise_lambda_min) NOT IN {_NUMBER_OR_NULL}"
+                f" OR typeof(noise_along_escape) NOT IN {_NUMBER_OR_NULL}",
+}
+
+
 def _check_values(conn: sqlite3.Connection, path: Path, version: int) -> None:
     """Refuse rows holding values of the wrong type (the tables of schema ``version``)."""
-    checks = [*_ODD_VALUES.items(), *(_ODD_VALUES_V3.items() if version >= 3 else ())]
+    checks = [*_ODD_VALUES.items(), *(_ODD_VALUES_V3.items() if version >= 3 else ()),
+              *(_ODD_VALUES_V4.items() if version >= 4 else ())]
     for table, condition in checks:
         odd = conn.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
         if odd:
@@ -521,7 +546,9 @@ def _plateau_values(p: Mapping[str, Any]) -> tuple[Any, ...]:
                "accepted": int, "max_path_loss": float}
     detail = tuple(_optional(p.get(c), numbers[c]) if c in numbers else _as_json(p.get(c))
                    for c in PLATEAU_DETAIL_COLUMNS)
-    return core + detail
+    noise = (_optional(p.get("batch_size"), int), _optional(p.get("noise_lambda_min"), float),
+             _optional(p.get("noise_along_escape"), float))
+    return core + detail + noise
 
 
 def _history_row(path: Path, run_id: str, rec: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -589,6 +616,8 @@ class StudyStore:
             for statement in (_MIGRATE_1_TO_2 if version < 2 else ()):
                 self._conn.execute(statement)
             for statement in (_MIGRATE_2_TO_3 if version < 3 else ()):
+                self._conn.execute(statement)
+            for statement in (_MIGRATE_3_TO_4 if version < 4 else ()):
                 self._conn.execute(statement)
 
     def __enter__(self) -> StudyStore:
@@ -707,7 +736,7 @@ class StudyStore:
         points = [point for i, p in enumerate(found)
                   for point in self._point_rows(spec.run_id, i, p)]
         history = None if rec is None else _history_row(self.path, spec.run_id, rec)
-        columns = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS
+        columns = PLATEAU_ALL_COLUMNS
         with self._transaction():
             for table in ("points", "histories", "plateaus"):  # rows that reference the run
                 self._conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (spec.run_id,))
@@ -791,8 +820,9 @@ class StudyStore:
     def plateaus(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """The plateau rows as dicts, ordered by run_id and index.
 
-        Each dict holds :data:`PLATEAU_COLUMNS` and :data:`PLATEAU_DETAIL_COLUMNS`: the
-        detail columns are None in rows stored before schema version 3; ``accepted`` is a
+        Each dict holds :data:`PLATEAU_ALL_COLUMNS`: the detail columns are None in rows
+        stored before schema version 3, the noise columns None for full-batch runs and rows
+        stored before version 4; ``accepted`` is a
         bool, ``channel`` a pair, ``clusters`` and ``null_neurons`` lists of lists of
         neuron indices, ``warnings`` note codes and ``frozen`` block names.
 
@@ -802,7 +832,7 @@ class StudyStore:
         Raises:
             StoreError: a detail column that is not valid JSON.
         """
-        columns = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS
+        columns = PLATEAU_ALL_COLUMNS
         query = f"SELECT {_quoted(columns)} FROM plateaus"
         args: tuple[str, ...] = ()
         if run_id is not None:

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import OptionError
 from ..verdicts import PlateauVerdict
 from .config import RunSpec
-from .store import PLATEAU_COLUMNS, PLATEAU_DETAIL_COLUMNS, RUN_COLUMNS, StudyStore
+from .store import PLATEAU_ALL_COLUMNS, RUN_COLUMNS, StudyStore
 
 __all__ = [
     "KEY_ALIASES",
@@ -540,9 +540,9 @@ def _flat_run(run: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-#: The columns of ``plateaus.csv`` and ``plateaus.parquet``: the plateau and its refinement's
-#: details (lists and pairs as JSON text).
-PLATEAU_EXPORT_COLUMNS = PLATEAU_COLUMNS + PLATEAU_DETAIL_COLUMNS
+#: The columns of ``plateaus.csv`` and ``plateaus.parquet``: the plateau, its refinement's
+#: details (lists and pairs as JSON text) and the minibatch noise measure.
+PLATEAU_EXPORT_COLUMNS = PLATEAU_ALL_COLUMNS
 
 
 def _flat_plateau(plateau: dict[str, Any]) -> dict[str, Any]:
