@@ -13,9 +13,10 @@ import pytest
 import saddlemap as sm
 
 PACKAGE = Path(sm.__file__).parent
-#: Imported inside functions on purpose: optional extras, and tomli on Python 3.10.
-OPTIONAL = {"matplotlib", "ray", "pandas", "pyarrow", "sklearn", "safetensors", "skops",
-            "tomllib", "tomli", "joblib"}
+#: Imported inside functions on purpose: optional extras (mpl_toolkits ships with
+#: matplotlib), and tomli on Python 3.10.
+OPTIONAL = {"matplotlib", "mpl_toolkits", "ray", "pandas", "pyarrow", "sklearn",
+            "safetensors", "skops", "tomllib", "tomli", "joblib"}
 #: The command line imports each subcommand's modules in that subcommand (start-up time).
 LAZY_BY_DESIGN = {"cli.py"}
 

@@ -23,6 +23,7 @@ it with ``pip install 'saddlemap[plots]'``.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -854,8 +855,6 @@ def plot_training(history: History, *, ax: Axes | None = None,
 
 
 def _wrap(text: str, width: int) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
