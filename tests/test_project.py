@@ -27,6 +27,19 @@ def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> N
     assert commands[0].endswith("saddlemap demo")
 
 
+#: The guide pages the README points to, in reading order: their examples continue the
+#: README's (one script, run in this order).
+GUIDE = [ROOT / "docs" / f"{name}.md" for name in (
+    "trace-and-density", "critical-points", "critical-set", "saddles", "deep-mlps", "analysis",
+    "security", "testing", "monitor-and-studies", "performance")]
+
+
+def test_the_readme_points_to_every_guide_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for page in GUIDE:
+        assert f"](docs/{page.name})" in readme, page.name
+
+
 def test_subprocesses_run_on_one_thread() -> None:
     code = "import torch; print(torch.get_num_threads())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -36,7 +49,8 @@ def test_subprocesses_run_on_one_thread() -> None:
 def test_every_cited_theory_section_exists() -> None:
     sections = set(re.findall(r"^##+ (\d+(?:\.\d+)?)", (ROOT / "docs" / "theory.md").read_text(),
                               re.M))
-    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "README.md"]
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "README.md",
+             *GUIDE]
     cited = {s for f in files for s in re.findall(r"docs/theory\.md §(\d+(?:\.\d+)?)",
                                                    f.read_text())}
     assert len(cited) >= 10 and cited <= sections
@@ -53,8 +67,9 @@ def test_quickstart_example_runs() -> None:
 
 @pytest.mark.e2e
 def test_readme_python_examples_run_in_order() -> None:
-    blocks = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) >= 4
+    blocks = [block for page in (ROOT / "README.md", *GUIDE)
+              for block in re.findall(r"```python\n(.+?)\n```", page.read_text(), re.S)]
+    assert len(blocks) >= 8
     script = "\n".join(blocks)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=600, cwd=ROOT)

@@ -81,8 +81,8 @@ FRESH_KERNELS = ("scalar", "general")
 _TOUCH = 4.0
 _THIN = 1.75
 # Up to this many numbers (r m (K + D)²), the coordinate order applies ⊕_k B_k by one
-# broadcast product and sum, 5–10 % faster overall than the batched GEMV at the README's
-# headline size; above, the temporary costs more than the GEMV.
+# broadcast product and sum, 5–10 % faster overall than the batched GEMV at the headline
+# size of docs/performance.md; above, the temporary costs more than the GEMV.
 _BROADCAST_MAX = 2**16
 # The per-sample order multiplies this many bytes of n × r m temporaries at a time.
 _CHUNK_BYTES = MAX_BYTES // 4
