@@ -6,6 +6,7 @@ import functools
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -13,6 +14,19 @@ from ._workspace import scratch
 from .data import Dataset
 from .errors import DataError, OptionError
 from .network import TwoLayerNet
+
+
+class _Shaped(Protocol):
+    """What :func:`checked_data` reads of a network."""
+
+    @property
+    def input_dim(self) -> int: ...
+    @property
+    def output_dim(self) -> int: ...
+    @property
+    def dtype(self) -> torch.dtype: ...
+    @property
+    def device(self) -> torch.device: ...
 
 
 @dataclass(frozen=True)
@@ -75,8 +89,14 @@ class Forward:
         return self.data.loss.hess_apply(self.g, self.data.targets, v) / self.n_total
 
 
-def checked_data(net: TwoLayerNet, data: Dataset) -> Dataset:
-    """The data on the network's dtype and device, after checking the dimensions agree."""
+def checked_data(net: TwoLayerNet | _Shaped, data: Dataset) -> Dataset:
+    """The data on the network's dtype and device, after checking the dimensions agree.
+
+    Any network with ``input_dim``, ``output_dim``, ``dtype`` and ``device`` (the deep
+    :class:`~saddlemap.deep.MLP` too).
+    """
+    if not isinstance(data, Dataset):
+        raise DataError(f"data must be a saddlemap Dataset, got {type(data).__name__}")
     if data.input_dim != net.input_dim:
         raise DataError(f"the data has d={data.input_dim}, the network d={net.input_dim}")
     if data.output_dim != net.output_dim:

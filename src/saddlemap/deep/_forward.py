@@ -13,24 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .._forward import checked_data
 from ..data import Dataset
-from ..errors import DataError
 from .mlp import MLP
-
-
-def checked_data(net: MLP, data: Dataset) -> Dataset:
-    """The data on the network's dtype and device, after checking the dimensions agree."""
-    if not isinstance(data, Dataset):
-        raise DataError(f"data must be a saddlemap Dataset, got {type(data).__name__}")
-    if data.input_dim != net.input_dim:
-        raise DataError(f"the data has d={data.input_dim}, the network d={net.input_dim}")
-    if data.output_dim != net.output_dim:
-        raise DataError(
-            f"the targets have K={data.output_dim} columns, the network K={net.output_dim}"
-        )
-    if data.dtype != net.dtype or data.device != net.device:
-        data = data.to(net.dtype, net.device)
-    return data
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,7 +6,6 @@ Everything here reads or writes plain per-layer tensors (:class:`Layers`); :clas
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ from torch import nn
 from .._torch_interop import activation_module, activation_of_module
 from ..activations import Activation, get_activation
 from ..errors import ActivationError, ModelError
+from ..io._sklearn import fitted_mlp_loss
 
 #: scikit-learn's activation names and saddlemap's.
 SKLEARN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh",
@@ -137,36 +137,9 @@ def check_same_function(
 
 
 # ----------------------------------------------------------------------- scikit-learn
-def _sklearn_classes() -> tuple[Any, Any]:
-    try:
-        neural = importlib.import_module("sklearn.neural_network")
-    except ImportError as exc:
-        raise ImportError(
-            "reading scikit-learn models needs scikit-learn: pip install 'saddlemap[sklearn]'"
-        ) from exc
-    return neural.MLPRegressor, neural.MLPClassifier
-
-
 def sklearn_loss(estimator: Any) -> str:
     """The loss a fitted scikit-learn MLP minimises: ``"mse"``, ``"cross_entropy"``, ``"bce"``."""
-    regressor_cls, classifier_cls = _sklearn_classes()
-    name = type(estimator).__name__
-    if not isinstance(estimator, (regressor_cls, classifier_cls)):
-        raise ModelError(
-            f"unsupported scikit-learn model {name}; expected MLPRegressor or MLPClassifier"
-        )
-    if not hasattr(estimator, "coefs_"):
-        raise ModelError(f"the {name} is not fitted; call fit first")
-    out = estimator.out_activation_
-    if isinstance(estimator, classifier_cls):
-        if out == "softmax":
-            return "cross_entropy"
-        if out == "logistic" and estimator.n_outputs_ == 1:
-            return "bce"
-        raise ModelError(f"multilabel {name} is not supported")
-    if out != "identity":
-        raise ModelError(f"{name} with output activation {out!r} is not supported")
-    return "mse"
+    return fitted_mlp_loss(estimator)
 
 
 def from_sklearn(estimator: Any) -> Layers:

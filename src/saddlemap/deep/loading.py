@@ -21,11 +21,9 @@ trusting only the types a scikit-learn MLP is made of, and pickles (``.pkl``, ``
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from torch import nn
 
 from ..errors import ModelError, SaddlemapError
 from ..io._common import NO_LOSS_NOTE, check_file, dtype_note, one_line, require, with_path
-from ..io._sklearn import PICKLE_SUFFIXES, SKOPS_MLP_PARTS, SKOPS_MODELS, is_sklearn
+from ..io._sklearn import PICKLE_SUFFIXES, is_sklearn, load_skops_mlp
 from ..verdicts import Note
 from .mlp import MLP, sklearn_loss
 
@@ -158,30 +156,7 @@ def _chained(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _skops_file(path: Path, trust_pickle: bool) -> LoadedMLP:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            schema = json.loads(archive.read("schema.json"))
-        top = f"{schema['__module__']}.{schema['__class__']}"
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
-    if top not in SKOPS_MODELS:
-        raise ModelError(f"{path}: holds a {top}, expected a scikit-learn MLPRegressor or "
-                         "MLPClassifier")
-    sio = require("skops.io", "sklearn")
-    try:
-        found = list(sio.get_untrusted_types(file=path))
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
-    unexpected = [name for name in found if name not in SKOPS_MLP_PARTS]
-    if unexpected and not trust_pickle:
-        raise ModelError(f"{path}: refused: the file names types a scikit-learn MLP does not "
-                         f"have ({', '.join(unexpected)}); if you trust it, pass "
-                         "trust_pickle=True")
-    try:
-        estimator = sio.load(path, trusted=found)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
-    return _from_estimator(estimator, path)
+    return _from_estimator(load_skops_mlp(path, trust_pickle), path)
 
 
 def _pickle_file(path: Path, activation: str | None, trust_pickle: bool) -> LoadedMLP:

@@ -39,6 +39,7 @@ from ..activations import Activation, get_activation
 from ..data import as_tensor
 from ..errors import DataError, ModelError
 from ..network import TwoLayerNet
+from ..network import _param as network_param
 from . import _interop
 from ._interop import Layers
 
@@ -118,20 +119,10 @@ class MLPLayout:
 
 
 def _param(value: Any, name: str, dtype: torch.dtype | None, device: Any) -> torch.Tensor:
-    if isinstance(value, torch.Tensor) and dtype is None:
-        tensor = value.detach()
-        if not tensor.is_floating_point():
-            tensor = tensor.to(torch.float64)
-    else:
-        try:
-            tensor = as_tensor(value, name, dtype or torch.float64, device)
-        except DataError as exc:
-            raise ModelError(str(exc)) from None
-    if device is not None:
-        tensor = tensor.to(device)
-    if not bool(torch.isfinite(tensor).all()):
-        raise ModelError(f"parameter {name} contains NaN or Inf")
-    return tensor
+    try:
+        return network_param(value, name, dtype, device)
+    except DataError as exc:  # a parameter, not data: the model is what is wrong
+        raise ModelError(str(exc)) from None
 
 
 @dataclass(frozen=True, eq=False)

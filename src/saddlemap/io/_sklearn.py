@@ -79,6 +79,28 @@ def _loss_of(estimator: Any, name: str, is_classifier: bool) -> str:
     )
 
 
+def fitted_mlp_loss(estimator: Any) -> str:
+    """The loss a fitted ``MLPRegressor``/``MLPClassifier`` (any depth) minimises.
+
+    Returns ``"mse"``, ``"cross_entropy"`` or ``"bce"``; shared by the two-layer and the deep
+    readers.
+
+    Raises:
+        ModelError: another estimator, an unfitted one, a multilabel classifier or a loss
+            other than the squared error.
+        ImportError: scikit-learn is not installed.
+    """
+    regressor_cls, classifier_cls = _sklearn_classes()
+    name = type(estimator).__name__
+    if not isinstance(estimator, (regressor_cls, classifier_cls)):
+        raise ModelError(
+            f"unsupported scikit-learn model {name}; expected MLPRegressor or MLPClassifier"
+        )
+    if not hasattr(estimator, "coefs_"):
+        raise ModelError(f"the {name} is not fitted; call fit first")
+    return _loss_of(estimator, name, isinstance(estimator, classifier_cls))
+
+
 def from_sklearn(estimator: Any) -> LoadedModel:
     """Read a fitted ``MLPRegressor`` or ``MLPClassifier`` with one hidden layer.
 
@@ -94,21 +116,14 @@ def from_sklearn(estimator: Any) -> LoadedModel:
             multilabel classifier, a Poisson regressor, or outputs that do not match.
         ActivationError: an activation saddlemap does not know.
     """
-    regressor_cls, classifier_cls = _sklearn_classes()
+    loss = fitted_mlp_loss(estimator)
     name = type(estimator).__name__
-    if not isinstance(estimator, (regressor_cls, classifier_cls)):
-        raise ModelError(
-            f"unsupported scikit-learn model {name}; expected MLPRegressor or MLPClassifier"
-        )
-    if not hasattr(estimator, "coefs_"):
-        raise ModelError(f"the {name} is not fitted; call fit first")
     hidden = len(estimator.coefs_) - 1
     if hidden != 1:
         raise ModelError(
             f"the {name} has {hidden} hidden layers "
             f"(hidden_layer_sizes={estimator.hidden_layer_sizes}); saddlemap reads exactly one"
         )
-    loss = _loss_of(estimator, name, isinstance(estimator, classifier_cls))
     act_name = _SKLEARN_TO_SADDLEMAP.get(estimator.activation)
     if act_name is None:
         raise ActivationError(f"unsupported scikit-learn activation {estimator.activation!r}")
@@ -257,21 +272,16 @@ def _skops_top_type(path: Path) -> str:
         raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
 
 
-def read_skops_estimator(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
-    """A fitted scikit-learn MLP saved with skops, constructing only the types an MLP has.
+def load_skops_mlp(path: Path, trust_pickle: bool) -> object:
+    """The estimator of a ``.skops`` file holding an MLPRegressor or MLPClassifier.
 
-    The rule: the file must hold an ``MLPRegressor`` or ``MLPClassifier``, and every type
-    it names must be one skops trusts by default or an MLP optimiser
-    (:data:`SKOPS_MLP_PARTS`); anything else is refused before any object is made, unless
-    ``trust_pickle`` (then every type in the file is trusted).  ``activation`` is refused:
-    the estimator names its own.
+    Only the types an MLP has are constructed unless ``trust_pickle``; shared by the
+    two-layer and the deep loaders.
 
     Raises:
-        ModelError: an activation given, a file that is not a skops archive, another
-            estimator, types outside an MLP in an untrusted file, or no one-hidden-layer MLP.
+        ModelError: not a skops archive, another estimator, or untrusted types.
         ImportError: skops is not installed (the ``sklearn`` extra).
     """
-    _no_activation(path, activation)
     top = _skops_top_type(path)
     if top not in SKOPS_MODELS:
         raise ModelError(f"{path}: holds a {top}, expected a scikit-learn MLPRegressor or "
@@ -289,10 +299,27 @@ def read_skops_estimator(path: Path, activation: str | None, trust_pickle: bool)
             "--trust-pickle (trust_pickle=True)"
         )
     try:
-        obj = sio.load(path, trusted=found)
+        return sio.load(path, trusted=found)
     except Exception as exc:
         raise ModelError(f"{path}: cannot read as a skops file: {one_line(exc)}") from exc
-    return _from_file_estimator(path, obj)
+
+
+def read_skops_estimator(path: Path, activation: str | None, trust_pickle: bool) -> LoadedModel:
+    """A fitted scikit-learn MLP saved with skops, constructing only the types an MLP has.
+
+    The rule: the file must hold an ``MLPRegressor`` or ``MLPClassifier``, and every type
+    it names must be one skops trusts by default or an MLP optimiser
+    (:data:`SKOPS_MLP_PARTS`); anything else is refused before any object is made, unless
+    ``trust_pickle`` (then every type in the file is trusted).  ``activation`` is refused:
+    the estimator names its own.
+
+    Raises:
+        ModelError: an activation given, a file that is not a skops archive, another
+            estimator, types outside an MLP in an untrusted file, or no one-hidden-layer MLP.
+        ImportError: skops is not installed (the ``sklearn`` extra).
+    """
+    _no_activation(path, activation)
+    return _from_file_estimator(path, load_skops_mlp(path, trust_pickle))
 
 
 def save_estimator(estimator: object, path: PathLike) -> None:
